@@ -34,6 +34,8 @@ MARKS: tuple[str, ...] = (
 )
 
 DEFAULT_MAX_TURNS = 64
+# Marks are float seconds: an actual equal to its budget must not count as over.
+TOLERANCE = 1e-6
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,10 +146,10 @@ class TurnLatency:
             # A skipped mark's budget rolls into the next mark that is present.
             span = MARKS[MARKS.index(prev) + 1 : MARKS.index(m) + 1]
             known = [budgets[s] for s in span if s in budgets]
-            if known and actual > sum(known):
+            if known and actual > sum(known) + TOLERANCE:
                 self._violate(rec, m, actual, sum(known))
         v2v = rec.voice_to_voice
-        if v2v is not None and self.budget.segments and v2v > self.budget.total:
+        if v2v is not None and self.budget.segments and v2v > self.budget.total + TOLERANCE:
             self._violate(rec, "voice_to_voice", v2v, self.budget.total)
         return rec
 
