@@ -1,0 +1,1 @@
+"""voxline.providers.llm."""
