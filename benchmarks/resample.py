@@ -81,8 +81,8 @@ def main() -> None:
             "resampler": {"fast": "soxr QQ (fast)", "hq": "libswresample (hq)"}.get(kind, kind),
             "us_per_frame": cost_us(kind, args.runs),
             "first_frames": sizes[:6],
-            "image_rejection_db": round(image, 1),
-            "alias_rejection_db": round(alias, 1),
+            "image_rejection_db": round(float(image), 1),
+            "alias_rejection_db": round(float(alias), 1),
         }
         rows.append(row)
         print(f"{row['resampler']:22s} {row['us_per_frame']:6.2f} us  frames {row['first_frames']}  "
