@@ -154,7 +154,14 @@ class Pipeline:
             if stage.name in names:
                 raise ValueError(f"duplicate stage name {stage.name!r}")
             names.add(stage.name)
-            marks.append((stage.name, float(stage.latency), getattr(stage, "mark", None)))
+            segments = getattr(stage, "marks", None)
+            if segments:
+                # A stage covering several turn marks (the agent: transcript, first
+                # token, ...) declares a budget per mark; its latency is their sum.
+                for mark, seconds in segments:
+                    marks.append((f"{stage.name}.{mark}", float(seconds), mark))
+            else:
+                marks.append((stage.name, float(stage.latency), getattr(stage, "mark", None)))
             if _is_worker(stage):
                 worker: Worker = stage  # type: ignore[assignment]
                 stats = StageStats(stage.name, "worker", float(stage.latency))
@@ -343,6 +350,9 @@ class Pipeline:
         emit = self._emitter(seg)
         process = worker.process
         on_control = getattr(worker, "on_control", None)
+        attach_emit = getattr(worker, "attach_emit", None)
+        if attach_emit is not None:
+            attach_emit(emit)  # a worker that speaks unprompted (a greeting) needs it
         task = asyncio.current_task()
         assert task is not None
         try:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .clock import Clock, LoopClock
-from .frames import Audio, Frame, Mark
+from .frames import Audio, EndOfStream, Frame, Mark
 from .link import Link, Overflow
 from .stage import Emit, StageContext
 
@@ -57,6 +57,7 @@ class Playout:
         self._ctx: StageContext | None = None
         self._inbox: Link | None = None
         self._on_mark = on_mark
+        self._emit: Emit | None = None
         self._t0: float | None = None
         self._k = 0
         self._carry: np.ndarray | None = None
@@ -85,7 +86,25 @@ class Playout:
     def next_due(self) -> float | None:
         return None if self._t0 is None else self._t0 + self._k * self.frame_time
 
+    def attach_emit(self, emit: Emit) -> None:
+        self._emit = emit
+
+    async def on_control(self, frame: Frame) -> None:
+        if type(frame) is EndOfStream:
+            await self._flush_carry(self._emit)
+
+    async def _flush_carry(self, emit: Emit | None) -> None:
+        """Send a held partial frame, padded: nothing more of it is coming."""
+        carry, self._carry = self._carry, None
+        if carry is None or emit is None:
+            return
+        padded = np.zeros(self.frame_samples, dtype=np.int16)
+        padded[: len(carry)] = carry
+        await self._send(padded, self._carry_turn, emit, real=len(carry))
+
     async def process(self, frame: Frame, emit: Emit) -> None:
+        if self._carry is not None and type(frame) is not Audio:
+            await self._flush_carry(emit)  # a mark sits after the audio before it
         if type(frame) is Mark:
             self.marks_played.append((frame.name, self._clock.now()))
             if self._on_mark is not None:
@@ -101,20 +120,20 @@ class Playout:
         if self._carry is not None:
             if self._carry_turn == frame.turn:
                 pcm = np.concatenate((self._carry, pcm))
-            self._carry = None
+                self._carry = None
+            else:
+                await self._flush_carry(emit)
         n = self.frame_samples
         whole = len(pcm) // n
         for i in range(whole):
             await self._send(pcm[i * n : (i + 1) * n], frame.turn, emit)
         rest = pcm[whole * n :]
         if len(rest):
-            if self._inbox is not None and len(self._inbox) > 0:
-                self._carry = rest  # more is queued: join it to the next chunk
-                self._carry_turn = frame.turn
-            else:
-                padded = np.zeros(n, dtype=np.int16)
-                padded[: len(rest)] = rest
-                await self._send(padded, frame.turn, emit, real=len(rest))
+            self._carry = rest
+            self._carry_turn = frame.turn
+            if self._inbox is None or len(self._inbox) == 0:
+                await self._flush_carry(emit)  # nothing queued behind it: pad and send
+            # else: more is queued; it joins the next chunk (or a mark flushes it)
 
     async def _send(self, pcm: np.ndarray, turn: int, emit: Emit, real: int | None = None) -> None:
         clock = self._clock

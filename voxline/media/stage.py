@@ -12,9 +12,12 @@ then waits on the next link's policy. Control frames are given to
 
 Both kinds declare ``name`` and ``latency`` (seconds the stage adds to the path,
 used for the pipeline's budget) and may declare ``mark``: the per-turn latency
-mark their output reaches. Optional hooks, looked up once when the pipeline is
-built: ``bind(ctx)`` before the first frame, ``interrupt()`` when an Interrupt
-flushes the stage, ``close()`` (sync or async) at shutdown.
+mark their output reaches, or ``marks``: ``(mark, seconds)`` pairs for a stage
+that covers several (the agent). Optional hooks, looked up once when the pipeline
+is built: ``bind(ctx)`` before the first frame, ``attach_inbox(link)`` and
+``attach_emit(emit)`` for workers that need their inbox or to emit unprompted,
+``interrupt()`` when an Interrupt flushes the stage, ``close()`` (sync or async)
+at shutdown.
 """
 
 from __future__ import annotations
@@ -115,7 +118,7 @@ class StageContext:
     clock: Clock
     latency: TurnLatency
     log: logging.LoggerAdapter[logging.Logger]
-    interrupt: Callable[[str], None]
+    interrupt: Callable[..., int]  # (reason, after=worker name): see Pipeline.interrupt
     session_id: str
 
     def mark(self, turn: int, name: str, at: float | None = None) -> None:

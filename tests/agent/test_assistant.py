@@ -1,0 +1,291 @@
+"""The assistant in a real pipeline (agent -> playout) on a fake clock, with
+scripted providers: every turn-taking behaviour, barge-in and failure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from voxline.agent.assistant import AgentEvent, Assistant, AssistantConfig
+from voxline.agent.simple import Echo, Transcribe
+from voxline.agent.turns import State
+from voxline.media.clock import FakeClock
+from voxline.media.frames import Audio, Frame, SpeechEnded, SpeechStarted
+from voxline.media.pipeline import Pipeline
+from voxline.media.playout import Playout
+
+from .fakes import FakeLLM, FakeSTT, FakeTTS
+
+RATE = 16000
+
+
+@dataclass
+class Call:
+    clock: FakeClock
+    stt: FakeSTT
+    llm: FakeLLM
+    tts: FakeTTS
+    offline: FakeTTS
+    agent: Assistant
+    playout: Playout
+    pipe: Pipeline
+    sent: list[tuple[float, Frame]] = field(default_factory=list)
+    events: list[AgentEvent] = field(default_factory=list)
+    pts: int = 0
+
+    def audio_of(self, turn: int, level: int | None = None) -> list[tuple[float, Audio]]:
+        return [
+            (t, f) for t, f in self.sent
+            if type(f) is Audio and f.turn == turn and (level is None or f.pcm.max() == level)
+        ]
+
+    def samples_of(self, turn: int) -> int:
+        return sum(int(np.count_nonzero(f.pcm)) for _, f in self.audio_of(turn))
+
+    async def speak(self, turn: int, seconds: float, end: bool = True) -> None:
+        self.pipe.push(SpeechStarted(self.pts, RATE, self.clock.now(), turn))
+        await self.talk(turn, seconds)
+        if end:
+            await self.end(turn)
+
+    async def talk(self, turn: int, seconds: float) -> None:
+        for _ in range(round(seconds / 0.02)):
+            self.pipe.push(Audio(np.full(320, 300, np.int16), RATE, self.pts, self.clock.now(), turn))
+            self.pts += 320
+            await self.clock.advance(0.02)
+
+    async def end(self, turn: int) -> None:
+        self.pipe.push(SpeechEnded(self.pts, RATE, 0.0, self.clock.now(), turn))
+        await self.clock.settle()
+
+
+async def make_call(
+    script: tuple[str, ...] = ("what time is it",),
+    reply: str = "It is noon. Have a nice day.",
+    greeting: str | None = None,
+    per_token: float = 0.02,
+    vad: object | None = None,
+    endpointing: dict[State, object] | None = None,
+) -> Call:
+    clock = FakeClock()
+    stt = FakeSTT(clock, script)
+    llm = FakeLLM(clock, reply, per_token=per_token)
+    tts = FakeTTS(clock)
+    offline = FakeTTS(clock, "offline", level=7)
+    holder: list[Assistant] = []
+    playout = Playout(RATE, capacity=400, on_mark=lambda m, t: holder[0].on_mark(m, t))
+    events: list[AgentEvent] = []
+    agent = Assistant(
+        stt, llm, tts, fallback_tts=offline, heard=playout.heard,
+        config=AssistantConfig(greeting=greeting), observer=events.append,
+        vad=vad, endpointing=endpointing,
+    )
+    holder.append(agent)
+    sent: list[tuple[float, Frame]] = []
+    pipe = Pipeline([agent, playout], lambda f: sent.append((clock.now(), f)), clock=clock)
+    await pipe.start()
+    await clock.settle()
+    return Call(clock, stt, llm, tts, offline, agent, playout, pipe, sent, events)
+
+
+async def test_a_whole_turn_listen_think_speak_listen() -> None:
+    call = await make_call()
+    assert call.agent.state is State.LISTENING
+    await call.speak(1, 1.0)
+    assert call.agent.state is State.THINKING
+    await call.clock.advance(0.3)
+    assert call.agent.state is State.SPEAKING
+    await call.clock.advance(3.0)
+    assert call.agent.state is State.LISTENING
+    # The recogniser got the utterance (with some pre-roll), not the silence around it.
+    assert 16000 <= call.stt.utterances[0] <= 16000 + 0.3 * RATE
+    assert call.samples_of(1) == 7 * 4000  # every word of the reply was played
+    assert call.llm.calls[0][-1] == {"role": "user", "content": "what time is it"}
+    assert [m["role"] for m in call.agent.conversation.history()] == ["user", "assistant"]
+    marks = call.pipe.latency.turns[1].marks
+    order = ["speech_end", "vad_end", "transcript", "first_token", "first_sentence",
+             "first_tts_audio", "first_played"]
+    assert all(m in marks for m in order)
+    assert [marks[m] for m in order] == sorted(marks[m] for m in order)
+    latency = [e for e in call.events if e.kind == "latency"]
+    assert latency and latency[0].turn == 1 and latency[0].data["voice_to_voice_ms"] is not None
+    await call.pipe.stop()
+
+
+async def test_first_clause_is_spoken_while_the_rest_is_generated() -> None:
+    call = await make_call(reply="Sure, here is a longer answer, it goes on for a while and then ends.",
+                           per_token=0.1)
+    await call.speak(1, 0.5)
+    await call.clock.advance(0.9)
+    assert call.tts.texts and call.tts.texts[0] == "Sure, here is a longer answer,"
+    assert call.llm.tokens_out < 15  # the model is still writing while we speak
+    assert call.audio_of(1)
+    await call.pipe.stop()
+
+
+async def test_greeting_is_spoken_at_start() -> None:
+    call = await make_call(greeting="Hello there, how can I help?")
+    await call.clock.advance(2.0)
+    assert call.tts.texts == ["Hello there, how can I help?"]
+    assert call.samples_of(0) == 6 * 4000
+    assert call.agent.state is State.LISTENING
+    await call.pipe.stop()
+
+
+async def test_confirmed_barge_in_stops_playout_cancels_and_keeps_only_what_was_heard() -> None:
+    words = " ".join(f"word{i}." if i % 5 == 4 else f"word{i}" for i in range(20))
+    call = await make_call(script=("tell me a story", "stop please"), reply=words, per_token=0.15)
+    await call.speak(1, 0.5)
+    await call.clock.advance(2.0)  # the reply has been playing for about a second
+    assert 0.8 <= call.playout.heard(1) <= 1.3
+    assert call.agent.state is State.SPEAKING
+    t_barge = call.clock.now()
+    call.pipe.push(SpeechStarted(call.pts, RATE, t_barge, 2))
+    await call.talk(2, 0.8)  # longer than the 0.6 s that confirms a barge-in
+    played_after = [t for t, _ in call.audio_of(1) if t > t_barge]
+    assert played_after == []  # stopped within one frame
+    assert call.llm.cancelled == 1 and call.llm.tokens_out < 20
+    heard = call.agent.conversation.history()[-1]
+    assert heard["role"] == "assistant"
+    heard_words = heard["content"].split()
+    assert heard_words == words.split()[: len(heard_words)]
+    assert 2 <= len(heard_words) <= 6  # about one second at four words a second
+    await call.end(2)
+    await call.clock.advance(3.0)
+    assert call.llm.calls[1][-1] == {"role": "user", "content": "stop please"}
+    assert call.audio_of(2)  # the new turn was answered
+    await call.pipe.stop()
+
+
+async def test_false_interruption_resumes_where_it_stopped() -> None:
+    call = await make_call(script=("tell me", ""), reply="one two three four five six seven eight")
+    await call.speak(1, 0.5)
+    await call.clock.advance(1.0)
+    assert call.agent.state is State.SPEAKING
+    before = call.playout.heard(1)
+    await call.speak(2, 0.2)  # a cough: shorter than the confirmation, no words
+    assert call.agent.state in (State.THINKING, State.SPEAKING)
+    await call.clock.advance(4.0)
+    assert call.agent.state is State.LISTENING
+    assert 0 < before < 2.0
+    # Exactly the whole reply was heard once: nothing lost, nothing repeated.
+    assert call.samples_of(1) == 8 * 4000
+    assert call.llm.cancelled == 0
+    assert call.agent.conversation.history()[-1]["content"] == "one two three four five six seven eight"
+    await call.pipe.stop()
+
+
+async def test_caller_resuming_during_thinking_cancels_the_reply_in_the_making() -> None:
+    call = await make_call(script=("first part", "second part"), per_token=0.2)
+    await call.speak(1, 0.5)
+    await call.clock.advance(0.15)  # transcript in, LLM started, no audio yet
+    assert call.agent.state is State.THINKING and not call.audio_of(1)
+    await call.speak(2, 0.5)
+    assert call.llm.cancelled == 1
+    await call.clock.advance(4.0)
+    assert not call.audio_of(1) and call.audio_of(2)
+    await call.pipe.stop()
+
+
+async def test_llm_failure_costs_one_turn_and_the_call_goes_on() -> None:
+    call = await make_call(script=("hello", "hello again"))
+    call.llm.fail_at = 0
+    await call.speak(1, 0.5)
+    await call.clock.advance(6.0)  # the apology is long
+    assert call.offline.texts == [call.agent.config.apology]
+    assert call.audio_of(1, level=7)  # the apology, in the offline voice
+    assert call.agent.state is State.LISTENING
+    assert any(e.kind == "error" for e in call.events)
+    call.llm.fail_at = None
+    await call.speak(2, 0.5)
+    await call.clock.advance(3.0)
+    assert call.samples_of(2) == 7 * 4000
+    await call.pipe.stop()
+
+
+async def test_tts_failure_apologises_in_the_offline_voice() -> None:
+    call = await make_call()
+    call.tts.fail = True
+    await call.speak(1, 0.5)
+    await call.clock.advance(6.0)
+    assert call.audio_of(1, level=7) and not call.audio_of(1, level=1000)
+    assert call.agent.state is State.LISTENING
+    await call.pipe.stop()
+
+
+async def test_stt_failure_apologises_and_the_next_utterance_reconnects() -> None:
+    call = await make_call(script=("are you there",))
+    call.stt.fail_send = True
+    await call.speak(1, 0.5)
+    await call.clock.advance(6.0)
+    assert call.audio_of(1, level=7)
+    call.stt.fail_send = False
+    opened = call.stt.opened
+    await call.speak(2, 0.5)
+    await call.clock.advance(3.0)
+    assert call.stt.opened == opened + 1
+    assert call.audio_of(2, level=1000)
+    await call.pipe.stop()
+
+
+async def test_say_and_interrupt_from_outside() -> None:
+    call = await make_call()
+    call.agent.say("This is an announcement from the operator.")
+    await call.clock.advance(0.5)
+    assert call.agent.state is State.SPEAKING
+    call.agent.interrupt()
+    t = call.clock.now()
+    await call.clock.advance(1.0)
+    assert call.agent.state is State.LISTENING
+    assert not [x for x, _ in call.audio_of(0) if x > t]
+    await call.pipe.stop()
+
+
+async def test_endpointing_follows_the_agent_state() -> None:
+    class Vad:
+        config: object = "initial"
+
+    vad = Vad()
+    call = await make_call(vad=vad, endpointing={State.SPEAKING: "while-speaking",
+                                                 State.LISTENING: "while-listening"})
+    await call.speak(1, 0.5)
+    await call.clock.advance(0.4)
+    assert vad.config == "while-speaking"
+    await call.clock.advance(3.0)
+    assert vad.config == "while-listening"
+    await call.pipe.stop()
+
+
+async def test_echo_agent_plays_back_every_frame() -> None:
+    clock = FakeClock()
+    sent: list[Frame] = []
+    pipe = Pipeline([Echo(), Playout(RATE)], sent.append, clock=clock)
+    await pipe.start()
+    for k in range(10):
+        pipe.push(Audio(np.full(320, k + 1, np.int16), RATE, k * 320, clock.now()))
+        await clock.advance(0.02)
+    await clock.advance(0.1)
+    assert [int(f.pcm[0]) for f in sent if type(f) is Audio] == list(range(1, 11))
+    await pipe.stop()
+
+
+async def test_transcribe_agent_reports_each_utterance() -> None:
+    clock = FakeClock()
+    stt = FakeSTT(clock, ("first words", "second words"))
+    events: list[AgentEvent] = []
+    agent = Transcribe(stt, observer=events.append)
+    pipe = Pipeline([agent], clock=clock)
+    await pipe.start()
+    pts = 0
+    for turn in (1, 2):
+        pipe.push(SpeechStarted(pts, RATE, clock.now(), turn))
+        for _ in range(25):
+            pipe.push(Audio(np.full(320, 5, np.int16), RATE, pts, clock.now(), turn))
+            pts += 320
+            await clock.advance(0.02)
+        pipe.push(SpeechEnded(pts, RATE, 0.5, clock.now(), turn))
+        await clock.advance(0.5)
+    assert agent.transcripts == [(1, "first words"), (2, "second words")]
+    assert [e.data["text"] for e in events if e.kind == "transcript"] == ["first words", "second words"]
+    await pipe.stop()

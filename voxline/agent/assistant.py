@@ -1,0 +1,588 @@
+"""The assistant: listen, understand, think, speak, and yield the floor.
+
+A worker stage between the caller's side of the pipeline (audio and VAD events
+in) and the bot's side (reply audio out, towards resampling and playout). It
+drives ``TurnMachine`` and performs its actions:
+
+- caller audio goes to the recogniser only while the caller speaks, with the
+  pre-roll before the VAD's onset, so a batch engine decodes just the utterance;
+- a final transcript starts a reply task: the LLM streams into a sentence
+  splitter, pieces go through a bounded queue to TTS, and TTS audio is emitted
+  while the rest is still being generated;
+- barge-in pauses playout at once (the pipeline's interrupt) and holds the reply;
+  confirmed, it cancels LLM and TTS and the context keeps only what the caller
+  heard (from the playout position); not confirmed, the reply resumes from there;
+- a provider failure costs that turn: the caller hears an apology in the offline
+  voice, and the call goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from voxline.media.frames import Audio, Dtmf, Frame, Mark, SpeechEnded, SpeechStarted
+from voxline.media.link import Overflow
+from voxline.media.stage import Emit, StageContext
+from voxline.providers.base import (
+    PCM,
+    Deadlines,
+    LanguageModel,
+    ProviderError,
+    Recognition,
+    SpeechToText,
+    TextToSpeech,
+)
+
+from .context import Conversation
+from .prompts import APOLOGY, GREETING, SYSTEM_PROMPT
+from .sentences import SentenceSplitter
+from .turns import Action, Event, State, TurnMachine
+
+__all__ = ["Assistant", "AssistantConfig", "AgentEvent"]
+
+log = logging.getLogger(__name__)
+
+REPLY_END = "reply-end"
+SENTENCE_QUEUE = 8  # sentences between the LLM and TTS: backpressure on the LLM
+
+
+@dataclass(frozen=True, slots=True)
+class AssistantConfig:
+    system_prompt: str = SYSTEM_PROMPT
+    greeting: str | None = GREETING
+    apology: str = APOLOGY
+    max_context_tokens: int = 1024
+    barge_in_confirm: float = 0.6  # seconds of caller speech that make a pause an interruption
+    preroll: float = 0.3  # audio before the VAD's onset that goes to the recogniser
+    max_utterance: float = 30.0
+    max_held_audio: float = 120.0  # reply audio kept for a resume after a false barge-in
+    deadlines: Deadlines = field(default_factory=Deadlines)
+    # Budgets per turn mark (seconds); see voxline.media.budget.
+    budget_transcript: float = 0.40
+    budget_first_token: float = 0.25
+    budget_first_sentence: float = 0.25
+    budget_first_tts_audio: float = 0.15
+
+
+@dataclass(frozen=True, slots=True)
+class AgentEvent:
+    """What a session reports to its observers (the control API's event stream)."""
+
+    kind: str  # state, transcript, reply, heard, error, dtmf
+    turn: int
+    data: dict[str, object]
+
+
+Observer = Callable[[AgentEvent], None]
+
+
+class _Reply:
+    """One reply in flight: its task, its audio, and what of it was heard."""
+
+    __slots__ = ("turn", "task", "pcm", "kept", "samples", "emitted", "hold", "text", "pieces", "done")
+
+    def __init__(self, turn: int) -> None:
+        self.turn = turn
+        self.task: asyncio.Task[None] | None = None
+        # The newest produced audio (bounded), so a resume can replay what was not heard.
+        self.pcm: collections.deque[PCM] = collections.deque()
+        self.kept = 0  # samples in ``pcm``
+        self.samples = 0  # samples produced since the reply began
+        self.emitted = 0  # samples sent downstream
+        self.hold = False  # paused by caller speech, or a resume is catching up
+        self.text: list[tuple[int, str]] = []  # (sample offset where a piece starts, piece)
+        self.pieces = 0
+        self.done = False
+
+
+class Assistant:
+    """The conversational agent as a pipeline worker."""
+
+    name = "agent"
+    inbox_capacity = 100  # 2 s of 20 ms caller frames
+    overflow = Overflow.DROP_OLDEST
+
+    def __init__(
+        self,
+        stt: SpeechToText,
+        llm: LanguageModel,
+        tts: TextToSpeech,
+        *,
+        fallback_tts: TextToSpeech | None = None,
+        heard: Callable[[int], float] | None = None,
+        vad: object | None = None,
+        endpointing: dict[State, object] | None = None,
+        config: AssistantConfig | None = None,
+        observer: Observer | None = None,
+    ) -> None:
+        self.stt = stt
+        self.llm = llm
+        self.tts = tts
+        self.fallback_tts = fallback_tts or tts
+        self.config = config or AssistantConfig()
+        cfg = self.config
+        self.marks = (
+            ("vad_end", 0.0),
+            ("transcript", cfg.budget_transcript),
+            ("first_token", cfg.budget_first_token),
+            ("first_sentence", cfg.budget_first_sentence),
+            ("first_tts_audio", cfg.budget_first_tts_audio),
+        )
+        self.latency = sum(s for _, s in self.marks)
+        self.machine = TurnMachine()
+        self.conversation = Conversation(cfg.system_prompt, cfg.max_context_tokens)
+        self._heard = heard
+        self._vad = vad
+        self._endpointing = endpointing or {}
+        self._observer = observer
+        self._ctx: StageContext | None = None
+        self._emit: Emit | None = None
+        self._rec: Recognition | None = None
+        self._results: asyncio.Task[None] | None = None
+        self._confirm: asyncio.Task[None] | None = None
+        self._reply: _Reply | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._preroll: collections.deque[Audio] = collections.deque()
+        self._listening = False
+        self._sent_samples = 0
+        self._turn = 0
+        self._rate = stt.sample_rate
+        self._last_arrival: tuple[int, float] = (0, 0.0)  # (pts, arrival) of the latest audio
+        self._offline_next = False  # the next START_SAY speaks in the offline voice
+        self.errors: dict[str, int] = {}
+
+    # -- pipeline hooks ------------------------------------------------------
+
+    def bind(self, ctx: StageContext) -> None:
+        self._ctx = ctx
+
+    def attach_emit(self, emit: Emit) -> None:
+        self._emit = emit
+        # Open the recogniser now, so the first utterance does not wait on a connect.
+        self._spawn(self._open_recognition(), "stt-open")
+        if self.config.greeting:
+            self.say(self.config.greeting)
+
+    async def process(self, frame: Frame, emit: Emit) -> None:
+        t = type(frame)
+        if t is Audio:
+            await self._on_audio(frame)  # type: ignore[arg-type]
+        elif t is SpeechStarted:
+            await self._on_speech_started(frame)  # type: ignore[arg-type]
+        elif t is SpeechEnded:
+            await self._on_speech_ended(frame)  # type: ignore[arg-type]
+        elif t is Dtmf:
+            self._report("dtmf", frame.turn, {"digit": frame.digit})  # type: ignore[union-attr]
+
+    async def close(self) -> None:
+        tasks = [t for t in (self._results, self._confirm) if t is not None]
+        tasks += list(self._tasks)
+        if self._reply is not None and self._reply.task is not None:
+            tasks.append(self._reply.task)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._rec is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._rec.aclose(), self.config.deadlines.connect)
+            self._rec = None
+
+    def on_mark(self, mark: Mark, at: float) -> None:
+        """Playout reached ``mark`` (wire this to ``Playout(on_mark=...)``)."""
+        reply = self._reply
+        if mark.name == REPLY_END and reply is not None and mark.turn == reply.turn:
+            heard_text = self._heard_text(reply, complete=True)
+            self._report("heard", reply.turn, {"text": heard_text, "complete": True})
+            self._close_turn(reply.turn)
+            self._apply(self.machine.handle(Event.REPLY_PLAYED))
+
+    def _close_turn(self, turn: int) -> None:
+        if self._ctx is None or not turn:
+            return
+        record = self._ctx.latency.close(turn)
+        if record is not None:
+            self._report("latency", turn, record.as_dict())
+
+    # -- public actions ------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        return self.machine.state
+
+    def say(self, text: str) -> None:
+        """Speak ``text`` now (a greeting, the control API's say)."""
+        self._apply(self.machine.handle(Event.SAY, text))
+
+    def interrupt(self) -> None:
+        """Stop speaking now (the control API's interrupt)."""
+        if self.machine.replying:
+            self._cancel_reply()
+            self._apply(self.machine.handle(Event.REPLY_PLAYED))
+
+    # -- caller side ---------------------------------------------------------
+
+    async def _on_audio(self, frame: Audio) -> None:
+        self._last_arrival = (frame.pts + frame.samples, frame.arrival)
+        if not self._listening:
+            self._preroll.append(frame)
+            limit = int(self.config.preroll * self._rate)
+            while self._preroll and frame.pts - self._preroll[0].pts > limit:
+                self._preroll.popleft()
+            return
+        if self._sent_samples > self.config.max_utterance * self._rate:
+            self._count("utterance_too_long")
+            return
+        await self._send(frame.pcm)
+
+    async def _send(self, pcm: PCM) -> None:
+        rec = self._rec
+        if rec is None:
+            return
+        try:
+            await asyncio.wait_for(rec.send(pcm), self.config.deadlines.idle)
+            self._sent_samples += len(pcm)
+        except (ProviderError, TimeoutError, OSError) as exc:
+            self._stt_failed(exc)
+
+    async def _on_speech_started(self, ev: SpeechStarted) -> None:
+        self._turn = ev.turn
+        self._report("state", ev.turn, {"caller": "speaking"})
+        if self._rec is None:
+            await self._open_recognition()
+        self._listening = True
+        self._sent_samples = 0
+        start = ev.pts - int(0.1 * self._rate)  # a little before the onset the VAD found
+        preroll = [f.pcm for f in self._preroll if f.pts + f.samples > start]
+        self._preroll.clear()
+        if preroll:
+            await self._send(np.concatenate(preroll))
+        self._apply(self.machine.handle(Event.SPEECH_STARTED))
+
+    async def _on_speech_ended(self, ev: SpeechEnded) -> None:
+        ctx = self._ctx
+        if ctx is not None:
+            # When the speech ended in the audio, from the arrival of the newest
+            # frame: voice-to-voice counts the VAD's hangover, as the caller does.
+            pts, arrival = self._last_arrival
+            ctx.mark(ev.turn, "speech_end", arrival - max(0, pts - ev.pts) / ev.rate)
+            ctx.mark(ev.turn, "vad_end")
+        self._listening = False
+        self._apply(self.machine.handle(Event.SPEECH_ENDED))
+
+    async def _open_recognition(self) -> None:
+        if self._rec is not None:
+            return
+        try:
+            self._rec = await asyncio.wait_for(
+                self.stt.open(self.config.deadlines), self.config.deadlines.connect
+            )
+        except (ProviderError, TimeoutError, OSError) as exc:
+            self._stt_failed(exc)
+            return
+        self._results = self._spawn(self._read_results(self._rec), "stt-results")
+
+    async def _read_results(self, rec: Recognition) -> None:
+        try:
+            async for result in rec.results():
+                turn = self._turn
+                if not result.final:
+                    self._report("transcript", turn, {"text": result.text, "final": False, "who": "caller"})
+                    continue
+                if self._ctx is not None:
+                    self._ctx.mark(turn, "transcript")
+                self._report("transcript", turn, {"text": result.text, "final": True, "who": "caller"})
+                self._apply(self.machine.handle(Event.TRANSCRIPT, result.text))
+        except asyncio.CancelledError:
+            raise
+        except (ProviderError, TimeoutError, OSError) as exc:
+            self._stt_failed(exc)
+
+    def _stt_failed(self, exc: BaseException) -> None:
+        self._count("stt")
+        log.warning("speech recognition failed: %s", exc, extra={"turn_id": self._turn})
+        self._report("error", self._turn, {"provider": "stt", "error": str(exc)})
+        rec, self._rec = self._rec, None
+        if self._results is not None and self._results is not asyncio.current_task():
+            self._results.cancel()
+        if rec is not None:
+            self._spawn(self._close_quietly(rec), "stt-close")
+        # Whatever the caller said this turn is lost: apologise once their turn has
+        # ended (now, or at finalize), and listen again; the next SpeechStarted
+        # opens a new recognition.
+        if self.machine.state is State.THINKING:
+            self._apologise_offline()
+
+    def _apologise_offline(self) -> None:
+        self._offline_next = True
+        self._apply(self.machine.handle(Event.SAY, self.config.apology))
+
+    async def _close_quietly(self, rec: Recognition) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(rec.aclose(), self.config.deadlines.connect)
+
+    # -- actions -------------------------------------------------------------
+
+    def _apply(self, actions: list[tuple[Action, str]]) -> None:
+        for action, text in actions:
+            if action is Action.FINALIZE_STT:
+                self._spawn(self._finalize(), "stt-finalize")
+            elif action is Action.START_REPLY:
+                self._start_reply(self._turn, text)
+            elif action is Action.START_SAY:
+                offline, self._offline_next = self._offline_next, False
+                self._start_reply(self._turn, text, say=True, offline=offline)
+            elif action is Action.PAUSE_REPLY:
+                self._pause()
+            elif action is Action.CANCEL_REPLY:
+                self._cancel_reply()
+            elif action is Action.RESUME_REPLY:
+                self._spawn(self._resume(), "resume")
+            elif action is Action.START_CONFIRM_TIMER:
+                self._start_confirm_timer()
+        state = self.machine.state
+        cfg = self._endpointing.get(state)
+        if cfg is not None and self._vad is not None:
+            self._vad.config = cfg  # type: ignore[attr-defined]
+        self._report("state", self._turn, {"agent": state.value})
+
+    async def _finalize(self) -> None:
+        rec = self._rec
+        if rec is None:
+            self._apologise_offline()
+            return
+        try:
+            await asyncio.wait_for(rec.finalize(), self.config.deadlines.first_result)
+        except (ProviderError, TimeoutError, OSError) as exc:
+            self._stt_failed(exc)
+
+    def _start_confirm_timer(self) -> None:
+        if self._confirm is not None:
+            self._confirm.cancel()
+        self._confirm = self._spawn(self._confirm_after(self.config.barge_in_confirm), "barge-in")
+
+    async def _confirm_after(self, seconds: float) -> None:
+        clock = self._ctx.clock if self._ctx is not None else None
+        if clock is not None:
+            await clock.sleep_until(clock.now() + seconds)
+        else:
+            await asyncio.sleep(seconds)
+        self._apply(self.machine.handle(Event.BARGE_IN_CONFIRMED))
+
+    def _interrupt_downstream(self, reason: str) -> None:
+        if self._ctx is not None:
+            self._ctx.interrupt(reason, after=self.name)
+
+    def _pause(self) -> None:
+        self._interrupt_downstream("barge-in")  # playout stops within a frame
+        reply = self._reply
+        if reply is not None:
+            reply.hold = True
+            self._report("reply", reply.turn, {"paused": True, "heard_s": self._heard_s(reply)})
+
+    def _cancel_reply(self) -> None:
+        reply = self._reply
+        if reply is None:
+            return
+        self._reply = None
+        if reply.task is not None and not reply.task.done():
+            reply.task.cancel()
+        self._interrupt_downstream("cancel")
+        heard = self._heard_text(reply, complete=False)
+        if not reply.done or heard:
+            # The context keeps what the caller heard, not what the model wrote.
+            self.conversation.add_assistant(heard)
+        self._report("heard", reply.turn, {"text": heard, "complete": False})
+        self._close_turn(reply.turn)
+
+    async def _resume(self) -> None:
+        """Replay from the playout position: what was sent but not heard, and what
+        was produced while paused. New audio stays held until this has caught up,
+        so nothing is played out of order."""
+        reply = self._reply
+        if reply is None:
+            return
+        position = int(self._heard_s(reply) * self.tts.sample_rate)
+        while position < reply.samples and self._reply is reply:
+            first = reply.samples - reply.kept  # offset of the oldest kept sample
+            pcm = np.concatenate(list(reply.pcm))[max(0, position - first) :]
+            position = reply.samples
+            await self._emit_frame(Audio(pcm, self.tts.sample_rate, 0, self._now(), reply.turn))
+        reply.emitted = reply.samples
+        reply.hold = False
+        if reply.done and self._reply is reply:
+            await self._emit_frame(Mark(REPLY_END, self._now(), reply.turn))
+
+    # -- the reply -----------------------------------------------------------
+
+    def _start_reply(self, turn: int, text: str, *, say: bool = False, offline: bool = False) -> None:
+        if self._reply is not None:
+            self._cancel_reply()
+        reply = _Reply(turn)
+        self._reply = reply
+        coro = self._speak_text(reply, text, offline) if say else self._answer(reply, text)
+        reply.task = self._spawn(coro, f"reply-{turn}")
+
+    async def _answer(self, reply: _Reply, text: str) -> None:
+        self.conversation.add_user(text)
+        messages = self.conversation.messages()
+        queue: asyncio.Queue[str | None] = asyncio.Queue(SENTENCE_QUEUE)
+        produced: list[str] = []
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._generate(reply, messages, queue, produced))
+                tg.create_task(self._voice(reply, queue, self.tts))
+        except* (ProviderError, TimeoutError, OSError) as group:
+            exc = group.exceptions[0]
+            self._count("llm" if "llm" in str(exc).lower() else "reply")
+            log.warning("reply failed: %s", exc, extra={"turn_id": reply.turn})
+            self._report("error", reply.turn, {"provider": "reply", "error": str(exc)})
+            await self._apologise(reply)
+        full = "".join(produced).strip()
+        reply.done = True
+        if self._reply is reply:
+            self.conversation.add_assistant(full)
+            self._report("transcript", reply.turn, {"text": full, "final": True, "who": "agent"})
+        if not reply.hold:
+            await self._emit_frame(Mark(REPLY_END, self._now(), reply.turn))
+
+    async def _apologise(self, reply: _Reply) -> None:
+        try:
+            await self._speak(reply, self.config.apology, self.fallback_tts)
+        except (ProviderError, TimeoutError, OSError) as exc:
+            # Even the offline voice failed: nothing more to say this turn.
+            log.error("offline voice failed: %s", exc, extra={"turn_id": reply.turn})
+
+    async def _generate(
+        self,
+        reply: _Reply,
+        messages: list,  # type: ignore[type-arg]
+        queue: asyncio.Queue[str | None],
+        produced: list[str],
+    ) -> None:
+        splitter = SentenceSplitter()
+        first = True
+        try:
+            async for piece in self.llm.stream(messages, self.config.deadlines):
+                if first and self._ctx is not None:
+                    self._ctx.mark(reply.turn, "first_token")
+                first = False
+                produced.append(piece)
+                for sentence in splitter.feed(piece):
+                    await self._queue_sentence(reply, queue, sentence)
+            for sentence in splitter.flush():
+                await self._queue_sentence(reply, queue, sentence)
+        finally:
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(None)
+
+    async def _queue_sentence(self, reply: _Reply, queue: asyncio.Queue[str | None], sentence: str) -> None:
+        if reply.pieces == 0 and self._ctx is not None:
+            self._ctx.mark(reply.turn, "first_sentence")
+        reply.pieces += 1
+        await asyncio.wait_for(queue.put(sentence), self.config.deadlines.total)
+
+    async def _voice(self, reply: _Reply, queue: asyncio.Queue[str | None], tts: TextToSpeech) -> None:
+        while True:
+            sentence = await asyncio.wait_for(queue.get(), self.config.deadlines.total)
+            if sentence is None:
+                return
+            await self._speak(reply, sentence, tts)
+
+    async def _speak_text(self, reply: _Reply, text: str, offline: bool) -> None:
+        tts = self.fallback_tts if offline else self.tts
+        if self._ctx is not None:
+            self._ctx.mark(reply.turn, "first_sentence")
+        try:
+            await self._speak(reply, text, tts)
+        except (ProviderError, TimeoutError, OSError) as exc:
+            self._count("tts")
+            self._report("error", reply.turn, {"provider": "tts", "error": str(exc)})
+            if tts is not self.fallback_tts:
+                await self._apologise(reply)
+        reply.done = True
+        if self._reply is reply:
+            self.conversation.add_assistant(text)
+        self._report("transcript", reply.turn, {"text": text, "final": True, "who": "agent"})
+        if not reply.hold:
+            await self._emit_frame(Mark(REPLY_END, self._now(), reply.turn))
+
+    async def _speak(self, reply: _Reply, text: str, tts: TextToSpeech) -> None:
+        reply.text.append((reply.samples, text))
+        async for pcm in tts.synthesize(text, self.config.deadlines):
+            if tts.sample_rate != self.tts.sample_rate:
+                from voxline.media.resample import resample_chunk
+
+                pcm = resample_chunk(pcm, tts.sample_rate, self.tts.sample_rate)
+            await self._out(reply, pcm)
+
+    async def _out(self, reply: _Reply, pcm: PCM) -> None:
+        if not len(pcm):
+            return
+        if reply.samples == 0 and self._ctx is not None:
+            self._ctx.mark(reply.turn, "first_tts_audio")
+        reply.samples += len(pcm)
+        reply.pcm.append(pcm)
+        reply.kept += len(pcm)
+        limit = int(self.config.max_held_audio * self.tts.sample_rate)
+        while reply.kept > limit and len(reply.pcm) > 1:
+            reply.kept -= len(reply.pcm.popleft())
+        if reply.hold:
+            return
+        if self.machine.state is State.THINKING:
+            self._apply(self.machine.handle(Event.REPLY_AUDIO))
+        reply.emitted = reply.samples
+        await self._emit_frame(Audio(pcm, self.tts.sample_rate, 0, self._now(), reply.turn))
+
+    async def _emit_frame(self, frame: Frame) -> None:
+        if self._emit is not None:
+            await self._emit(frame)
+
+    # -- reporting -----------------------------------------------------------
+
+    def _heard_s(self, reply: _Reply) -> float:
+        return self._heard(reply.turn) if self._heard is not None else 0.0
+
+    def _heard_text(self, reply: _Reply, complete: bool) -> str:
+        """The reply's words up to the playout position (pieces cut proportionally)."""
+        if complete:
+            return " ".join(t for _, t in reply.text)
+        heard = int(self._heard_s(reply) * self.tts.sample_rate)
+        words: list[str] = []
+        bounds = [start for start, _ in reply.text[1:]] + [reply.samples]
+        for (start, text), end in zip(reply.text, bounds):
+            if heard <= start:
+                break
+            piece = text.split()
+            if heard >= end or end <= start:
+                words += piece
+            else:
+                words += piece[: round(len(piece) * (heard - start) / (end - start))]
+        return " ".join(words)
+
+    def _now(self) -> float:
+        return self._ctx.clock.now() if self._ctx is not None else 0.0
+
+    def _count(self, what: str) -> None:
+        self.errors[what] = self.errors.get(what, 0) + 1
+
+    def _report(self, kind: str, turn: int, data: dict[str, object]) -> None:
+        if self._observer is not None:
+            try:
+                self._observer(AgentEvent(kind, turn, data))
+            except Exception:
+                log.exception("agent observer failed")
+
+    def _spawn(self, coro: Awaitable[None], name: str) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro, name=f"agent:{name}")  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
