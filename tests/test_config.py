@@ -1,0 +1,51 @@
+from pathlib import Path
+
+import pytest
+
+from voxline.config import ConfigError, ServiceConfig, load_config
+
+
+def test_defaults_are_the_embedded_service_on_loopback() -> None:
+    cfg = load_config(env={})
+    assert cfg == ServiceConfig()
+    assert (cfg.host, cfg.http_port, cfg.agent) == ("127.0.0.1", 8080, "assistant")
+    assert cfg.providers.llm.engine == "llama" and not cfg.auth_enabled
+
+
+def test_file_then_env_then_flags(tmp_path: Path) -> None:
+    f = tmp_path / "voxline.toml"
+    f.write_text(
+        'http_port = 9000\nmax_sessions = 5\napi_tokens = ["a", "b"]\n'
+        '[providers.llm]\nengine = "openai"\nbase_url = "http://127.0.0.1:1234/v1"\n'
+    )
+    env = {"VOXLINE_MAX_SESSIONS": "7", "VOXLINE_PROVIDERS__LLM__MODEL": "gpt-x",
+           "VOXLINE_ICE_HOSTS": "127.0.0.1, ::1", "PATH": "/bin"}
+    cfg = load_config(f, env=env, overrides={"http_port": 9100, "agent": None})
+    assert cfg.http_port == 9100  # flag beats file
+    assert cfg.max_sessions == 7  # env beats file
+    assert cfg.api_tokens == ("a", "b") and cfg.auth_enabled
+    assert cfg.ice_hosts == ("127.0.0.1", "::1")
+    assert cfg.providers.llm == cfg.providers.llm.__class__(
+        engine="openai", model="gpt-x", base_url="http://127.0.0.1:1234/v1")
+
+
+@pytest.mark.parametrize(
+    "env,message",
+    [
+        ({"VOXLINE_HTTP_PORT": "eighty"}, "http_port must be int"),
+        ({"VOXLINE_NO_SUCH_THING": "1"}, "unknown configuration key no_such_thing"),
+        ({"VOXLINE_PROVIDERS__LLM__NOPE": "1"}, "unknown configuration key providers.llm.nope"),
+    ],
+)
+def test_bad_values_name_the_key(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(env=env)
+
+
+def test_bad_file_is_a_clear_error(tmp_path: Path) -> None:
+    f = tmp_path / "bad.toml"
+    f.write_text("http_port = [")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(f, env={})
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.toml", env={})

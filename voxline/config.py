@@ -1,0 +1,183 @@
+"""Service configuration: one frozen dataclass, built once from a TOML file, the
+environment (``VOXLINE_*``) and command-line flags, in that order of precedence
+(flags win).
+
+Sections of the TOML file map to the nested dataclasses (``[providers]``,
+``[providers.llm]`` ...); top-level keys to ``ServiceConfig``'s own fields. An
+environment variable names a field by its path: ``VOXLINE_HTTP_PORT``,
+``VOXLINE_MAX_SESSIONS``, ``VOXLINE_PROVIDERS__LLM__MODEL`` (double underscore
+between levels). Unknown keys are errors, not silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ServiceConfig",
+    "ProvidersConfig",
+    "SttConfig",
+    "LlmConfig",
+    "TtsConfig",
+    "ConfigError",
+    "load_config",
+]
+
+ENV_PREFIX = "VOXLINE_"
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or of the wrong kind; names the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class SttConfig:
+    engine: str = "whisper"  # whisper | deepgram
+    model: str = "tiny.en"  # whisper model name or local path
+    api_key: str = ""
+    url: str = ""
+    beam_size: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class LlmConfig:
+    engine: str = "llama"  # llama | openai
+    model: str = "qwen2.5-0.5b-instruct"  # GGUF model name or path; remote model id
+    base_url: str = ""
+    api_key: str = ""
+    max_tokens: int = 120
+    temperature: float = 0.6
+    fallback: tuple[str, ...] = ()  # further engines to try, e.g. ("llama",)
+
+
+@dataclass(frozen=True, slots=True)
+class TtsConfig:
+    engine: str = "piper"  # piper | espeak | openai | elevenlabs | deepgram
+    voice: str = "joe-medium"
+    api_key: str = ""
+    base_url: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ProvidersConfig:
+    stt: SttConfig = field(default_factory=SttConfig)
+    llm: LlmConfig = field(default_factory=LlmConfig)
+    tts: TtsConfig = field(default_factory=TtsConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    host: str = "127.0.0.1"
+    http_port: int = 8080
+    agent: str = "assistant"  # assistant | echo | transcribe
+    max_sessions: int = 100
+    vad: str = "silero"  # silero | webrtc
+    api_tokens: tuple[str, ...] = ()
+    jwt_public_key: str = ""  # PEM (Ed25519), or a path to one
+    jwt_revoked: tuple[str, ...] = ()  # revoked token ids (jti)
+    sessions_per_minute: float = 30.0  # per token: session creation rate limit
+    session_burst: int = 10
+    ice_hosts: tuple[str, ...] = ()  # host candidates to offer, e.g. ("127.0.0.1",)
+    drain_timeout: float = 30.0
+    log_format: str = "json"  # json | text
+    log_level: str = "INFO"
+    system_prompt: str = ""
+    greeting: str = ""
+    providers: ProvidersConfig = field(default_factory=ProvidersConfig)
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_tokens or self.jwt_public_key)
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> ServiceConfig:
+    """File, then environment, then ``overrides`` (flags: dotted or flat keys)."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                values = tomllib.load(fh)
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    env = os.environ if env is None else env
+    for key, raw in env.items():
+        if key.startswith(ENV_PREFIX) and key != "VOXLINE_CACHE":
+            dotted = key[len(ENV_PREFIX) :].lower().replace("__", ".")
+            _set_path(values, dotted, raw)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_path(values, key, value)
+    return _build(ServiceConfig, values, "")
+
+
+def _set_path(values: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = values
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{dotted}: {part} is not a section")
+    node[parts[-1]] = value
+
+
+def _build(cls: type, values: Mapping[str, Any], prefix: str) -> Any:
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a table")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - known
+    if unknown:
+        raise ConfigError(f"unknown configuration key {prefix}{sorted(unknown)[0]}")
+    kwargs = {}
+    for name in known & set(values):
+        kwargs[name] = _coerce(hints[name], values[name], prefix + name)
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key + ".")
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list")
+        return tuple(str(v) for v in value)
+    if origin in (typing.Union, types.UnionType):
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    try:
+        if hint is bool:
+            if isinstance(value, str):
+                if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                    raise ValueError(value)
+                return value.lower() in ("1", "true", "yes")
+            return bool(value)
+        if hint in (int, float, str):
+            if hint is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return hint(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{key} must be {hint.__name__}, got {value!r}") from exc
+    return value
+
+
+def read_key(value: str) -> str:
+    """A PEM given inline, or a path to a file holding one."""
+    if value.strip().startswith("-----BEGIN"):
+        return value
+    return Path(value).read_text()
