@@ -121,7 +121,8 @@ def load_config(
     for key, value in (overrides or {}).items():
         if value is not None:
             _set_path(values, key, value)
-    return _build(ServiceConfig, values, "")
+    config: ServiceConfig = _build(ServiceConfig, values, "")
+    return config
 
 
 def _set_path(values: dict[str, Any], dotted: str, value: Any) -> None:
@@ -149,7 +150,7 @@ def _build(cls: type, values: Mapping[str, Any], prefix: str) -> Any:
 
 
 def _coerce(hint: Any, value: Any, key: str) -> Any:
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _build(hint, value, key + ".")
     origin = typing.get_origin(hint)
     if origin is tuple:

@@ -22,8 +22,9 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -581,8 +582,8 @@ class Assistant:
             except Exception:
                 log.exception("agent observer failed")
 
-    def _spawn(self, coro: Awaitable[None], name: str) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(coro, name=f"agent:{name}")  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro, name=f"agent:{name}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task

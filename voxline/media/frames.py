@@ -63,7 +63,7 @@ class Audio:
 
     @property
     def duration(self) -> float:
-        return self.pcm.shape[0] / self.rate
+        return float(self.pcm.shape[0]) / self.rate
 
 
 @dataclass(slots=True)

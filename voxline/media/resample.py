@@ -102,8 +102,8 @@ class StreamResampler:
         if not frames:
             return _EMPTY
         if len(frames) == 1:
-            return frames[0].to_ndarray().reshape(-1)  # type: ignore[no-any-return]
-        return np.concatenate([f.to_ndarray().reshape(-1) for f in frames])
+            return np.asarray(frames[0].to_ndarray().reshape(-1), dtype=np.int16)
+        return np.concatenate([np.asarray(f.to_ndarray().reshape(-1), dtype=np.int16) for f in frames])
 
 
 class Resample:
