@@ -1,0 +1,565 @@
+"""WebRTC transport: a browser's peer connection as a source and a sink of Audio frames.
+
+Signalling is non-trickle: ``accept(offer)`` gathers every local candidate (within
+``gather_timeout``) and answers with all of them, so a control route is one POST.
+Remote audio comes out of ``on_audio`` as 20 ms mono ``Audio`` at ``inbound_rate``;
+``send(frame)`` is the pipeline sink for audio going back.
+
+ICE hosts: aioice 0.13 offers the interfaces' addresses minus 127.0.0.1 and ::1,
+with no option to add or pin any, so where loopback is the only interface a local
+browser cannot connect. ``ice_hosts`` adds host candidates; ``ice_scan_interfaces
+=False`` offers those only. ``gather_candidates`` is the one place that does it.
+
+Inbound: aiortc hands decoded frames over through an unbounded ``asyncio.Queue``.
+A reader task empties it as frames arrive (``recv()`` on a non-empty queue does
+not yield) into a buffer of ``inbound_capacity`` frames that a second task hands
+to ``on_audio``. After a slow consumer (an awaitable ``on_audio``) or a stalled
+loop, the backlog overflows that buffer and the *oldest* frames are dropped and
+counted: the pipeline resumes at the present, not seconds behind.
+
+Outbound: aiortc sends whatever ``OutboundTrack.recv()`` returns at once, so
+``recv()`` paces itself on the track's timestamps (frame k at ``start + k * 20
+ms`` on the injected clock, as aiortc's ``AudioStreamTrack`` does). ``Playout``
+paces egress on the same clock: the two schedules share a rate and differ only in
+phase, which the buffer between them absorbs. It is kept small (``outbound_
+capacity``, 200 ms) and drops the oldest audio when full, so an unpaced burst
+cannot build standing latency; empty, it yields silence (a track must keep
+sending). ``clear()``, or an ``Interrupt`` given to ``send``, empties it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import fractions
+import inspect
+import ipaddress
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import av
+import numpy as np
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from ..media.clock import Clock, LoopClock
+from ..media.frames import Audio, Frame, Interrupt
+from ..media.resample import StreamResampler
+
+__all__ = ["AudioCallback", "InboundReader", "OutboundTrack", "WebRTCConfig", "WebRTCEndpoint", "WebRTCStats",
+           "gather_candidates", "validate_offer"]
+
+log = logging.getLogger(__name__)
+
+AudioCallback = Callable[[Audio], Awaitable[None] | None]
+_IDLE_LOG = 5.0  # seconds without inbound audio before a debug line (mute is legal)
+_LATE_RESET = 0.1  # recv() further behind schedule than this re-anchors rather than bursting
+_EMPTY = np.zeros(0, dtype=np.int16)
+
+
+@dataclass(frozen=True, slots=True)
+class WebRTCConfig:
+    """One endpoint's settings. Capacities are in frames of ``frame_ms``."""
+
+    ice_hosts: tuple[str, ...] = ()  # extra host candidate addresses, e.g. ("127.0.0.1",)
+    ice_scan_interfaces: bool = True  # False: offer ice_hosts only
+    stun_servers: tuple[str, ...] = ()  # "stun:host:port"; none by default, so nothing leaves unasked
+    max_sdp_bytes: int = 64 * 1024
+    inbound_rate: int = 16000
+    outbound_rate: int = 48000  # what aiortc's Opus encoder runs at: no second resampling
+    frame_ms: int = 20
+    inbound_capacity: int = 10  # 200 ms between aiortc and on_audio
+    outbound_capacity: int = 10  # 200 ms between send() and recv(); see the module docstring
+    gather_timeout: float = 5.0
+    connect_timeout: float = 15.0
+    deliver_timeout: float = 1.0  # an awaitable on_audio taking longer loses that frame
+    close_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        for host in self.ice_hosts:
+            ipaddress.ip_address(host)  # ValueError: "... does not appear to be an IPv4 or IPv6 address"
+        if not self.ice_scan_interfaces and not self.ice_hosts:
+            raise ValueError("ice_scan_interfaces=False needs ice_hosts, or no host candidate is offered")
+        for name in ("inbound_rate", "outbound_rate", "frame_ms", "inbound_capacity", "outbound_capacity"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if (self.inbound_rate * self.frame_ms) % 1000 or (self.outbound_rate * self.frame_ms) % 1000:
+            raise ValueError(f"a {self.frame_ms} ms frame must be a whole number of samples")
+
+
+@dataclass(slots=True)
+class WebRTCStats:
+    """An endpoint's counters, shared by its reader and track; ``stats()`` gives a copy."""
+
+    frames_in: int = 0  # Audio frames handed to on_audio
+    dropped_in: int = 0  # dropped at the inbound buffer, or lost to a slow/failing on_audio
+    malformed_in: int = 0  # decoded frames that could not be converted
+    gaps_in: int = 0  # forward jumps in the remote timestamps (loss, DTX)
+    frames_out: int = 0  # frames of real audio given to aiortc
+    silent_out: int = 0  # frames of filler silence given to aiortc
+    dropped_out: int = 0  # outbound frames dropped because the buffer was full
+    cleared_out: int = 0  # outbound frames dropped by clear()
+    malformed_out: int = 0  # frames refused by send()
+    underruns: int = 0  # times the outbound buffer ran dry while audio was flowing
+    late_out: int = 0  # times recv() fell behind schedule and re-anchored
+
+    def as_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+def validate_offer(sdp: object, sdp_type: object = "offer", max_bytes: int = 64 * 1024) -> str:
+    """Return ``sdp`` if it can be an SDP offer with audio; raise ValueError saying why not."""
+    if sdp_type != "offer":
+        raise ValueError(f"WebRTC description type must be 'offer', got {sdp_type!r}")
+    if not isinstance(sdp, str):
+        raise ValueError(f"WebRTC offer must be SDP text, got {type(sdp).__name__}")
+    size = len(sdp.encode("utf-8", "replace"))
+    if size > max_bytes:
+        raise ValueError(f"WebRTC offer is {size} bytes, more than the {max_bytes} allowed")
+    if not sdp.startswith("v=0"):
+        raise ValueError("WebRTC offer is not SDP: it does not start with 'v=0'")
+    if "\x00" in sdp:
+        raise ValueError("WebRTC offer contains a NUL character")
+    if not any(line.startswith("m=audio ") for line in sdp.splitlines()):
+        raise ValueError("WebRTC offer has no audio m-line")
+    return sdp
+
+
+async def gather_candidates(pc: RTCPeerConnection, hosts: Sequence[str] = (), *,
+                            scan_interfaces: bool = True) -> None:
+    """Gather ``pc``'s ICE candidates now, with host candidates on ``hosts`` too.
+
+    Call it once the transceivers exist and before ``setLocalDescription``, which
+    then finds gathering complete and writes these candidates into the SDP.
+
+    The one adaptation to aioice, which has no supported way to add addresses (pion
+    has ``IncludeLoopback``). Nothing is patched: via ``RTCIceGatherer._connection``
+    it calls aioice's public ``get_component_candidates(component, addresses)``
+    (binds a socket per address, registered with the connection) and appends the
+    result to ``Connection._local_candidates``; ``scan_interfaces=False`` first sets
+    ``_local_candidates_start``/``_end``, which makes aioice's own scan a no-op. If
+    an upgrade renames these, it raises rather than silently offer nothing.
+    """
+    transports = [t.receiver.transport for t in pc.getTransceivers()] + ([pc.sctp.transport] if pc.sctp else [])
+    gatherers: dict[int, Any] = {id(t.transport.iceGatherer): t.transport.iceGatherer for t in transports}
+    for gatherer in gatherers.values():
+        if gatherer.state != "new":
+            continue
+        if not hosts and scan_interfaces:
+            await gatherer.gather()  # aiortc's own behaviour, untouched
+            continue
+        conn = getattr(gatherer, "_connection", None)
+        names = ("_local_candidates", "_local_candidates_start", "_local_candidates_end")
+        if conn is None or not all(hasattr(conn, n) for n in names):
+            raise RuntimeError("aiortc/aioice internals changed (RTCIceGatherer._connection, "
+                               "Connection._local_candidates*): ice_hosts cannot be applied")
+        if scan_interfaces:
+            await gatherer.gather()
+        else:
+            conn._local_candidates_start = conn._local_candidates_end = True
+        have = {c.host for c in conn.local_candidates}
+        extra = [h for h in hosts if h not in have]
+        conn._local_candidates.extend(await conn.get_component_candidates(component=1, addresses=extra))
+        await gatherer.gather()  # state -> "completed"; aioice's scan is done or skipped
+
+
+class _Reframer:
+    """Mono int16 at any rate in, whole frames at ``rate`` out; the remainder waits."""
+
+    __slots__ = ("rate", "n", "carry", "_resampler")
+
+    def __init__(self, rate: int, n: int) -> None:
+        self.rate, self.n, self.carry = rate, n, _EMPTY
+        self._resampler: StreamResampler | None = None
+
+    def push(self, pcm: np.ndarray, src_rate: int) -> list[np.ndarray]:
+        if src_rate != self.rate:
+            if self._resampler is None or self._resampler.src != src_rate:
+                self._resampler = StreamResampler(src_rate, self.rate, "hq")
+            pcm = self._resampler.process(pcm)
+        if len(self.carry):
+            pcm = np.concatenate((self.carry, pcm))
+        n, whole = self.n, len(pcm) // self.n
+        self.carry = pcm[whole * n :].copy()
+        return [pcm[i * n : (i + 1) * n].copy() for i in range(whole)]
+
+    def reset(self) -> None:
+        self.carry = _EMPTY
+        if self._resampler is not None:
+            self._resampler.reset()
+
+
+class InboundReader:
+    """Reads a remote audio track promptly; hands 20 ms mono Audio to ``on_audio``."""
+
+    def __init__(self, track: MediaStreamTrack, on_audio: AudioCallback | None, *, rate: int = 16000,
+                 frame_ms: int = 20, capacity: int = 10, deliver_timeout: float = 1.0, clock: Clock | None = None,
+                 stats: WebRTCStats | None = None, name: str = "webrtc") -> None:
+        self.track, self.on_audio, self.rate, self.name = track, on_audio, rate, name
+        self.frame_samples = rate * frame_ms // 1000
+        self.capacity, self.deliver_timeout = capacity, deliver_timeout
+        self.stats = stats if stats is not None else WebRTCStats()
+        self._clock: Clock = clock or LoopClock()
+        self._buffer: collections.deque[Audio] = collections.deque()
+        self._ready, self._ended = asyncio.Event(), asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._framer = _Reframer(rate, self.frame_samples)
+        self._pts, self._src_rate = 0, 0
+        self._next_src_pts: int | None = None
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._read(), name=f"voxline:{self.name}:webrtc-read"),
+                       loop.create_task(self._deliver(), name=f"voxline:{self.name}:webrtc-deliver")]
+
+    async def wait_ended(self, timeout: float) -> None:
+        """Wait until the remote track ended and every buffered frame was handed on."""
+        await asyncio.wait_for(self._ended.wait(), timeout)
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=timeout)
+            if pending:
+                log.error("%s: %d inbound tasks did not stop within %.1fs", self.name, len(pending), timeout)
+        self._ended.set()
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                try:
+                    # asyncio.timeout, not wait_for: no task per frame and no yield
+                    # while aiortc's queue holds frames. The deadline only feeds the log.
+                    async with asyncio.timeout(_IDLE_LOG):
+                        frame = await self.track.recv()
+                except TimeoutError:
+                    log.debug("%s: no inbound audio for %.0fs", self.name, _IDLE_LOG)
+                    continue
+                for audio in self.convert(frame, self._clock.now()):
+                    if len(self._buffer) >= self.capacity:
+                        self._buffer.popleft()
+                        self.stats.dropped_in += 1
+                        log.debug("x %s: inbound frame dropped (consumer behind)", self.name)
+                    self._buffer.append(audio)
+                    self._ready.set()
+        except MediaStreamError:
+            log.debug("%s: remote track ended", self.name)
+        finally:
+            self._ready.set()  # let the deliverer drain and finish
+
+    async def _deliver(self) -> None:
+        reader, stats = self._tasks[0], self.stats
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            while self._buffer:
+                audio = self._buffer.popleft()
+                if self.on_audio is None:
+                    continue
+                try:
+                    result = self.on_audio(audio)
+                    if inspect.isawaitable(result):
+                        async with asyncio.timeout(self.deliver_timeout):  # TimeoutError past it
+                            await result
+                    stats.frames_in += 1
+                except Exception:
+                    stats.dropped_in += 1
+                    log.exception("%s: on_audio failed or overran %.1fs; frame dropped", self.name,
+                                  self.deliver_timeout)
+            if reader.done():
+                self._ended.set()
+                return
+
+    def convert(self, frame: object, arrival: float) -> list[Audio]:
+        """Turn one decoded aiortc frame into whole 20 ms frames (none if malformed)."""
+        try:
+            pcm, src_rate, src_pts = _mono_s16(frame)
+        except (ValueError, TypeError, AttributeError) as exc:
+            self.stats.malformed_in += 1
+            log.warning("x %s: inbound frame refused: %s", self.name, exc)
+            return []
+        if src_rate != self._src_rate:
+            self._src_rate, self._next_src_pts = src_rate, None
+        n = self.frame_samples
+        if src_pts is not None and self._next_src_pts is not None and src_pts > self._next_src_pts:
+            # Lost packets or DTX: keep pts on media time, skipping whole frames.
+            self.stats.gaps_in += 1
+            self._pts += (src_pts - self._next_src_pts) * self.rate // src_rate // n * n
+        if src_pts is not None:
+            self._next_src_pts = src_pts + len(pcm)
+        chunks = self._framer.push(pcm, src_rate)
+        frames = [Audio(chunk, self.rate, self._pts + i * n, arrival) for i, chunk in enumerate(chunks)]
+        self._pts += len(frames) * n
+        return frames
+
+
+def _mono_s16(frame: object) -> tuple[np.ndarray, int, int | None]:
+    """Downmix a decoded s16 frame to mono: (pcm, rate, pts in samples or None)."""
+    if not isinstance(frame, av.AudioFrame):
+        raise TypeError(f"expected an audio frame, got {type(frame).__name__}")
+    if frame.format.name not in ("s16", "s16p"):
+        raise ValueError(f"sample format {frame.format.name} is not s16")
+    rate, channels = int(frame.sample_rate), len(frame.layout.channels)
+    if rate <= 0:
+        raise ValueError(f"sample rate {rate} is not positive")
+    data = frame.to_ndarray()
+    if channels == 1:
+        pcm = data.reshape(-1)
+    else:
+        wide = data.astype(np.int32)
+        wide = wide.reshape(channels, -1) if frame.format.is_planar else wide.reshape(-1, channels).T
+        pcm = (wide.sum(axis=0) // channels).astype(np.int16)  # the mean: no clipping
+    if frame.pts is None or frame.time_base is None:
+        return pcm, rate, None
+    return pcm, rate, int(frame.pts * frame.time_base * rate)
+
+
+class OutboundTrack(MediaStreamTrack):
+    """An audio track fed by ``send(frame)``; ``recv()`` is paced on its timestamps."""
+
+    kind = "audio"
+
+    def __init__(self, *, rate: int = 48000, frame_ms: int = 20, capacity: int = 10, clock: Clock | None = None,
+                 stats: WebRTCStats | None = None) -> None:
+        super().__init__()
+        self.rate, self.capacity = rate, capacity
+        self.frame_samples = rate * frame_ms // 1000
+        self.frame_time = self.frame_samples / rate
+        self.stats = stats if stats is not None else WebRTCStats()
+        self._clock: Clock = clock or LoopClock()
+        self._buffer: collections.deque[np.ndarray] = collections.deque()
+        self._framer = _Reframer(rate, self.frame_samples)
+        self._start: float | None = None
+        self._k = self._timestamp = 0
+        self._flowing = False
+        self._time_base = fractions.Fraction(1, rate)
+
+    def send(self, frame: Frame) -> None:
+        """Queue audio to send (a pipeline sink). Never raises; refused frames are counted."""
+        if type(frame) is Interrupt:
+            self.clear()
+            return
+        if type(frame) is not Audio:
+            return  # marks, end of stream: nothing to put on the wire
+        pcm = frame.pcm
+        if not isinstance(pcm, np.ndarray) or pcm.dtype != np.int16 or pcm.ndim != 1 or frame.rate <= 0:
+            self.stats.malformed_out += 1
+            log.warning("x outbound frame refused: need 1-D int16 PCM at a positive rate")
+            return
+        for chunk in self._framer.push(pcm, frame.rate):
+            if len(self._buffer) >= self.capacity:
+                self._buffer.popleft()
+                self.stats.dropped_out += 1
+            self._buffer.append(chunk)
+
+    def clear(self) -> int:
+        """Drop buffered audio (barge-in); return the number of frames dropped."""
+        dropped = len(self._buffer) + (1 if len(self._framer.carry) else 0)
+        self._buffer.clear()
+        self._framer.reset()
+        self.stats.cleared_out += dropped
+        return dropped
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        now = self._clock.now()
+        if self._start is None:
+            self._start = now
+        else:
+            self._k += 1
+            due = self._start + self._k * self.frame_time
+            if now > due + _LATE_RESET:
+                # The loop stalled: re-anchor instead of sending a catch-up burst.
+                self.stats.late_out += 1
+                self._start, self._k = now, 0
+            else:
+                await self._clock.sleep_until(due)
+        out = av.AudioFrame.from_ndarray(self._next_pcm().reshape(1, -1), format="s16", layout="mono")
+        out.sample_rate, out.pts, out.time_base = self.rate, self._timestamp, self._time_base
+        self._timestamp += self.frame_samples
+        return out
+
+    def _next_pcm(self) -> np.ndarray:
+        stats = self.stats
+        if self._buffer:
+            self._flowing = True
+            stats.frames_out += 1
+            return self._buffer.popleft()
+        pcm = np.zeros(self.frame_samples, dtype=np.int16)
+        if len(self._framer.carry):
+            # The end of a talk spurt: pad it rather than hold it until the next one.
+            pcm[: len(self._framer.carry)] = self._framer.carry
+            self._framer.carry = _EMPTY
+            stats.frames_out += 1
+            return pcm
+        if self._flowing:
+            self._flowing = False
+            stats.underruns += 1
+        stats.silent_out += 1
+        return pcm
+
+
+class WebRTCEndpoint:
+    """One browser call: ``accept`` an offer, get audio via ``on_audio``, ``send`` audio back."""
+
+    def __init__(self, config: WebRTCConfig | None = None, *, on_audio: AudioCallback | None = None,
+                 on_state: Callable[[str], None] | None = None, clock: Clock | None = None,
+                 name: str = "webrtc") -> None:
+        self.config = cfg = config or WebRTCConfig()
+        self.on_audio, self.on_state, self.name = on_audio, on_state, name
+        self.state = "new"
+        self._clock: Clock = clock or LoopClock()
+        self._stats = WebRTCStats()
+        self.outbound = OutboundTrack(rate=cfg.outbound_rate, frame_ms=cfg.frame_ms, capacity=cfg.outbound_capacity,
+                                      clock=self._clock, stats=self._stats)
+        self.inbound: InboundReader | None = None
+        self._pc: RTCPeerConnection | None = None
+        self._connected = False
+        self._settled, self._closed = asyncio.Event(), asyncio.Event()  # settled: connected, or closed first
+        self._watchdog: asyncio.Task[None] | None = None
+        self._closing: asyncio.Task[None] | None = None
+
+    async def accept(self, offer_sdp: str, sdp_type: str = "offer") -> str:
+        """Answer a browser's offer; return the answer SDP with every candidate in it.
+
+        ValueError: the offer is not acceptable (the caller's fault). TimeoutError:
+        gathering overran ``gather_timeout``. Either way the endpoint is closed.
+        """
+        cfg = self.config
+        validate_offer(offer_sdp, sdp_type, cfg.max_sdp_bytes)
+        if self._pc is not None or self._closing is not None:
+            raise RuntimeError(f"{self.name}: accept() was already called")
+        servers = [RTCIceServer(url) for url in cfg.stun_servers]  # [], not None: no default STUN
+        self._pc = pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
+        pc.on("connectionstatechange", self._on_pc_state)
+        pc.on("track", self._on_track)
+        try:
+            try:
+                await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            except Exception as exc:  # aiortc raises ValueError, KeyError, InternalError... on bad SDP
+                raise ValueError(f"WebRTC offer rejected: {exc or type(exc).__name__}") from exc
+            audio = [t for t in pc.getTransceivers() if t.kind == "audio"]
+            if not audio:
+                raise ValueError("WebRTC offer has no usable audio m-line")
+            for t in pc.getTransceivers():
+                if t is not audio[0]:
+                    t.direction = "inactive"  # nobody would read it: aiortc's queue would grow
+            pc.addTrack(self.outbound)
+            try:
+                answer = await pc.createAnswer()
+            except Exception as exc:
+                raise ValueError(f"WebRTC offer has nothing we can answer: {exc}") from exc
+            gather = gather_candidates(pc, cfg.ice_hosts, scan_interfaces=cfg.ice_scan_interfaces)
+            await asyncio.wait_for(gather, cfg.gather_timeout)
+            await asyncio.wait_for(pc.setLocalDescription(answer), cfg.gather_timeout)
+            sdp: str = pc.localDescription.sdp
+            if "a=candidate:" not in sdp:
+                raise RuntimeError(f"{self.name}: no ICE candidate could be gathered (set ice_hosts?)")
+        except BaseException:
+            await self.close()
+            raise
+        log.info("%s: answered offer (%d bytes)", self.name, len(offer_sdp))
+        log.debug("> %s: answer\n%s", self.name, sdp)
+        self._watchdog = asyncio.get_running_loop().create_task(self._watch_connect(),
+                                                                name=f"voxline:{self.name}:webrtc-connect")
+        return sdp
+
+    async def wait_connected(self, timeout: float) -> None:
+        """Wait until connected. TimeoutError past ``timeout``; ConnectionError if closed first."""
+        await asyncio.wait_for(self._settled.wait(), timeout)
+        if not self._connected:
+            raise ConnectionError(f"{self.name}: closed ({self.state}) before connecting")
+
+    async def wait_closed(self, timeout: float) -> None:
+        """Wait until the endpoint has closed (failure, connect timeout, or close())."""
+        await asyncio.wait_for(self._closed.wait(), timeout)
+
+    def send(self, frame: Frame) -> None:
+        """Pipeline sink: queue outbound audio (``Interrupt`` clears). Never raises."""
+        self.outbound.send(frame)
+
+    def clear(self) -> int:
+        return self.outbound.clear()
+
+    def stats(self) -> WebRTCStats:
+        return dataclasses.replace(self._stats)
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind != "audio" or self.inbound is not None:
+            return
+        cfg = self.config
+        self.inbound = InboundReader(track, self._deliver, rate=cfg.inbound_rate, frame_ms=cfg.frame_ms,
+                                     capacity=cfg.inbound_capacity, deliver_timeout=cfg.deliver_timeout,
+                                     clock=self._clock, stats=self._stats, name=self.name)
+        self.inbound.start()
+
+    def _deliver(self, audio: Audio) -> Awaitable[None] | None:
+        # Looked up per frame so on_audio can be set after accept().
+        return None if self.on_audio is None else self.on_audio(audio)
+
+    def _on_pc_state(self) -> None:
+        if self._pc is None:
+            return
+        state = self._pc.connectionState
+        self._report(state)
+        if state == "connected":
+            self._connected = True
+            self._settled.set()
+        elif state == "failed":
+            self._close_soon()
+
+    def _report(self, state: str) -> None:
+        if state == self.state:
+            return
+        self.state = state
+        log.info("%s: connection %s", self.name, state)
+        if self.on_state is not None:
+            try:
+                self.on_state(state)
+            except Exception:
+                log.exception("%s: on_state callback failed", self.name)
+
+    async def _watch_connect(self) -> None:
+        try:
+            await asyncio.wait_for(self._settled.wait(), self.config.connect_timeout)
+        except TimeoutError:
+            log.warning("%s: not connected within %.1fs", self.name, self.config.connect_timeout)
+            self._report("failed")
+            self._close_soon()
+
+    def _close_soon(self) -> None:
+        if self._closing is None:
+            name = f"voxline:{self.name}:webrtc-close"
+            self._closing = asyncio.get_running_loop().create_task(self._close(), name=name)
+
+    async def close(self) -> None:
+        """Stop the tasks and the peer connection. Idempotent; concurrent callers share one close."""
+        self._close_soon()
+        assert self._closing is not None
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
+        timeout, watchdog = self.config.close_timeout, self._watchdog
+        if watchdog is not None and watchdog is not asyncio.current_task() and not watchdog.done():
+            watchdog.cancel()
+            await asyncio.wait([watchdog], timeout=timeout)
+        if self.inbound is not None:
+            await self.inbound.stop(timeout)
+        self.outbound.stop()
+        if self._pc is not None:
+            try:
+                await asyncio.wait_for(self._pc.close(), timeout)
+            except Exception:
+                log.exception("%s: closing the peer connection failed", self.name)
+        self._report("closed")
+        self._settled.set()
+        self._closed.set()
