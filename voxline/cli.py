@@ -7,14 +7,40 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-__all__ = ["main"]
+__all__ = ["main", "serve_command"]
+
+AGENTS = ("assistant", "echo", "transcribe")
 
 
 def _process(args: argparse.Namespace) -> int:
     from .tools.process import process_file
 
     return asyncio.run(process_file(args))
+
+
+def serve_command(args: argparse.Namespace, runtime_factory: Any = None) -> int:
+    """``voxline serve``; ``runtime_factory`` lets tests run the same path on a fake runtime."""
+    from .config import ConfigError, load_config
+    from .control.logs import configure_logging
+    from .control.serve import run
+
+    overrides: dict[str, Any] = {
+        "host": args.host,
+        "http_port": args.http_port,
+        "agent": args.agent,
+        "max_sessions": args.max_sessions,
+        "ice_hosts": tuple(args.ice_host) if args.ice_host else None,
+        "log_level": "DEBUG" if args.verbose else None,
+    }
+    try:
+        config = load_config(args.config, None, overrides)
+        configure_logging(config)
+        return run(config, runtime_factory)
+    except ConfigError as exc:
+        print(f"voxline serve: {exc}", file=sys.stderr)
+        return 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +65,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resampler", choices=("hq", "fast"), default="hq")
     p.add_argument("--realtime", action="store_true", help="pace frames at 20 ms as a live call")
     p.set_defaults(func=_process)
+
+    p = sub.add_parser(
+        "serve",
+        help="run the service: control API, WebRTC and the browser demo page",
+        description=(
+            "Serves the control API, WebRTC calls and the demo page (open the URL it logs). "
+            "Settings come from --config (TOML), then VOXLINE_* environment variables, then "
+            "these flags. Without API tokens it serves on loopback only. SIGTERM drains: no "
+            "new calls, running calls get up to drain_timeout, then end."
+        ),
+    )
+    p.add_argument("--config", help="TOML configuration file")
+    p.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--http-port", type=int, help="HTTP port (default 8080)")
+    p.add_argument("--agent", choices=AGENTS, help="default agent for new sessions (default assistant)")
+    p.add_argument("--max-sessions", type=int, help="sessions admitted at once (default 100)")
+    p.add_argument(
+        "--ice-host",
+        action="append",
+        metavar="ADDR",
+        help="address to offer as a WebRTC host candidate (repeatable; 127.0.0.1 for a browser on this machine)",
+    )
+    p.set_defaults(func=serve_command)
     return parser
 
 
