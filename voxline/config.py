@@ -90,7 +90,8 @@ class ServiceConfig:
     log_format: str = "json"  # json | text
     log_level: str = "INFO"
     system_prompt: str = ""
-    greeting: str = ""
+    greeting: str = ""  # empty: the default greeting
+    greet: bool = True  # speak a greeting when a call starts
     providers: ProvidersConfig = field(default_factory=ProvidersConfig)
 
     @property

@@ -100,3 +100,11 @@ async def test_slow_subscriber_loses_oldest_events_only() -> None:
         small = EventBus("x", max_subscribers=1)
         small.subscribe()
         small.subscribe()
+
+
+def test_event_data_may_carry_any_key_even_turn() -> None:
+    bus = EventBus("s")
+    sub = bus.subscribe()
+    bus.publish("latency", 3, turn=3, kind="x")  # a turn record's own fields
+    event = sub._queue[0]
+    assert (event["kind"], event["turn"], event["data"]) == ("latency", 3, {"turn": 3, "kind": "x"})

@@ -72,7 +72,7 @@ class EventBus:
         self._seq = 0
         self.published = 0
 
-    def publish(self, kind: str, turn: int = 0, **data: Any) -> None:
+    def publish(self, kind: str, turn: int = 0, /, **data: Any) -> None:
         self._seq += 1
         event = {"seq": self._seq, "time": time.time(), "session_id": self.session_id,
                  "kind": kind, "turn": turn, "data": data}

@@ -124,10 +124,14 @@ class Runtime:
             agent = Transcribe(self.providers.stt, observe)
         else:
             p = self.providers
-            cfg = AssistantConfig(
-                **({"system_prompt": self.config.system_prompt} if self.config.system_prompt else {}),
-                **({"greeting": self.config.greeting} if self.config.greeting else {}),
-            )
+            words: dict[str, Any] = {}
+            if self.config.system_prompt:
+                words["system_prompt"] = self.config.system_prompt
+            if not self.config.greet:
+                words["greeting"] = None
+            elif self.config.greeting:
+                words["greeting"] = self.config.greeting
+            cfg = AssistantConfig(**words)
             agent = Assistant(
                 p.stt, p.llm, p.tts, fallback_tts=p.offline, heard=playout.heard, vad=vad,
                 endpointing={State.LISTENING: LISTENING, State.SPEAKING: WHILE_SPEAKING,
