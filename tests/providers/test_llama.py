@@ -1,0 +1,257 @@
+"""LlamaLLM on real GGUF models (SmolLM2-135M for speed, Qwen2.5-Coder 0.5B marked slow),
+and the bounded executor and thread-to-loop plumbing it runs on."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+
+import pytest
+
+from voxline.providers.base import Deadlines, LanguageModel, Message, ProviderTimeout
+from voxline.providers.executor import (
+    AsyncSlots,
+    ChannelClosed,
+    ExecutorConfig,
+    InferenceExecutor,
+    ThreadChannel,
+)
+from voxline.providers.llm.llama import LlamaConfig, LlamaLLM
+
+SMOL = LlamaConfig(model="smollm2-135m", temperature=0.0, max_tokens=48)
+STORY: list[Message] = [
+    {"role": "system", "content": "You are a helpful assistant."},
+    {"role": "user", "content": "Write a long story about a cat named Tom."},
+]
+
+
+async def collect(llm: LlamaLLM, messages: list[Message], deadlines: Deadlines | None = None) -> str:
+    stream = llm.stream(messages, deadlines)
+    try:
+        return "".join([piece async for piece in stream])
+    finally:
+        await stream.aclose()
+
+
+def test_satisfies_contract() -> None:
+    assert isinstance(LlamaLLM(SMOL), LanguageModel)
+
+
+async def test_streams_tokens(no_leaked_tasks: None) -> None:
+    llm = LlamaLLM(SMOL)
+    stream = llm.stream(STORY)
+    pieces = [p async for p in stream]
+    assert len(pieces) > 10  # token by token, not one block
+    text = "".join(pieces)
+    assert "Tom" in text
+    assert stream.delivered == len(pieces) == stream.generated
+    assert len(pieces) <= SMOL.max_tokens
+
+
+async def test_same_answer_at_temperature_zero_and_while_another_stream_runs() -> None:
+    llm = LlamaLLM(SMOL)
+    alone = await collect(llm, STORY)
+    other: list[Message] = [{"role": "user", "content": "Name three colours."}]
+    both = await asyncio.gather(collect(llm, STORY), collect(LlamaLLM(SMOL), other))
+    assert both[0] == alone  # the model took turns; nothing leaked between the conversations
+    assert both[1] and both[1] != alone
+
+
+async def test_aclose_stops_within_one_token() -> None:
+    llm = LlamaLLM(LlamaConfig(model="smollm2-135m", temperature=0.0, max_tokens=200))
+    stream = llm.stream(STORY)
+    for _ in range(5):
+        await anext(stream)
+    await stream.aclose()
+    await stream.wait_done()
+    assert stream.evaluated_after_cancel is not None
+    assert stream.evaluated_after_cancel <= 1
+    assert stream.generated < 200
+    with pytest.raises(StopAsyncIteration):
+        await anext(stream)
+
+
+async def test_cancelling_the_consumer_stops_the_model() -> None:
+    llm = LlamaLLM(LlamaConfig(model="smollm2-135m", temperature=0.0, max_tokens=200))
+    stream = llm.stream(STORY)
+    got: list[str] = []
+    three = asyncio.Event()
+
+    async def consume() -> None:
+        async for piece in stream:
+            got.append(piece)
+            if len(got) == 3:
+                three.set()
+
+    task = asyncio.create_task(consume())
+    await three.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await stream.wait_done()
+    assert stream.evaluated_after_cancel is not None and stream.evaluated_after_cancel <= 1
+    # The model is free at once for the next turn.
+    assert await collect(llm, [{"role": "user", "content": "Say hello."}])
+
+
+async def test_token_queue_is_bounded() -> None:
+    llm = LlamaLLM(LlamaConfig(model="smollm2-135m", temperature=0.0, max_tokens=100, queue_tokens=2))
+    stream = llm.stream(STORY)
+    try:
+        await anext(stream)
+        # A slow consumer: the thread runs at most the queue's size ahead, plus
+        # the one token it holds while waiting for room.
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+            assert stream.generated <= stream.delivered + 2 + 1
+    finally:
+        await stream.aclose()
+        await stream.wait_done()
+
+
+async def test_first_token_deadline() -> None:
+    llm = LlamaLLM(SMOL)
+    await llm.load()
+    with pytest.raises(ProviderTimeout) as info:
+        await collect(llm, STORY, Deadlines(first_result=0.0001))
+    assert info.value.phase == "first token"
+    assert await collect(llm, [{"role": "user", "content": "Say hello."}])  # nothing left stuck
+
+
+async def test_total_deadline() -> None:
+    llm = LlamaLLM(LlamaConfig(model="smollm2-135m", temperature=0.0, max_tokens=400))
+    await llm.load()
+    await collect(llm, STORY)  # warm, so the first token comes well inside the limit
+    with pytest.raises(ProviderTimeout) as info:
+        await collect(llm, STORY, Deadlines(first_result=5.0, total=0.3))
+    assert info.value.phase == "whole answer"
+
+
+async def test_warm_system_prompt_is_not_evaluated_again() -> None:
+    llm = LlamaLLM(SMOL)
+    system = "You are a terse voice assistant on a phone call. " * 8
+    await llm.warm(system)
+    assert llm._shared is not None
+    llama = llm._shared.llama
+    evaluated: list[int] = []
+    real_eval = llama.eval
+
+    def counting_eval(tokens: Sequence[int]) -> None:
+        evaluated.append(len(tokens))
+        real_eval(tokens)
+
+    llama.eval = counting_eval  # type: ignore[method-assign]  # undone below
+    try:
+        answer = await collect(llm, [{"role": "system", "content": system}, {"role": "user", "content": "Hi."}])
+    finally:
+        del llama.eval
+    assert answer
+    prompt_tokens = len(llama.tokenize(system.encode()))
+    assert prompt_tokens > 60
+    assert evaluated[0] < 20  # only the user's turn and the template around it
+
+
+@pytest.mark.slow
+async def test_qwen_answers_a_simple_question() -> None:
+    llm = LlamaLLM(LlamaConfig(temperature=0.0, max_tokens=32))
+    messages: list[Message] = [
+        {"role": "system", "content": "You answer in one short sentence."},
+        {"role": "user", "content": "What is the capital of France?"},
+    ]
+    assert "paris" in (await collect(llm, messages)).lower()
+    stream = llm.stream(messages)
+    pieces = [p async for p in stream]
+    assert "paris" in "".join(pieces).lower()
+    assert stream.first_token_seconds is not None
+
+
+# -- the executor and plumbing under the providers
+
+
+async def test_executor_bounds_admitted_jobs() -> None:
+    executor = InferenceExecutor(ExecutorConfig(threads=1, max_queued=1))
+    gate = threading.Event()
+    try:
+        running = [await executor.submit(gate.wait, 5) for _ in range(2)]  # one runs, one queued
+        assert executor.pending == 2
+        with pytest.raises(ProviderTimeout) as info:
+            await executor.submit(lambda: None, admit_timeout=0.05)
+        assert info.value.phase == "executor slot"
+        assert executor.rejected == 1
+        gate.set()
+        assert await asyncio.gather(*running) == [True, True]
+        assert await executor.run(lambda: 42) == 42
+    finally:
+        gate.set()
+        executor.shutdown()
+
+
+async def test_model_slot_is_waited_for_on_the_loop_not_in_a_thread() -> None:
+    executor = InferenceExecutor(ExecutorConfig(threads=2, max_queued=0))
+    model = AsyncSlots(1)
+    gate = threading.Event()
+    try:
+        busy = await executor.submit(gate.wait, 5, model=model)
+        waiting = asyncio.create_task(executor.run(lambda: "second", model=model))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        assert executor.pending == 1  # the waiter holds no pool slot
+        assert await executor.run(lambda: "other work") == "other work"
+        gate.set()
+        assert await busy and await waiting == "second"
+    finally:
+        gate.set()
+        executor.shutdown()
+
+
+async def test_slots_released_from_a_thread_wake_a_waiter_on_another_loop() -> None:
+    slots = AsyncSlots(1)
+    assert await slots.acquire()
+    got: list[bool] = []
+
+    def other_loop() -> None:
+        got.append(asyncio.run(slots.acquire(timeout=5)))
+
+    thread = threading.Thread(target=other_loop)
+    thread.start()
+    while slots.waiting == 0:
+        await asyncio.sleep(0.001)
+    threading.Thread(target=slots.release).start()
+    await asyncio.to_thread(thread.join)
+    assert got == [True] and slots.free == 0
+
+
+async def test_cancelled_waiter_passes_its_slot_on() -> None:
+    slots = AsyncSlots(1)
+    assert await slots.acquire()
+    first = asyncio.create_task(slots.acquire())
+    second = asyncio.create_task(slots.acquire())
+    await asyncio.sleep(0)
+    first.cancel()
+    slots.release()
+    assert await second is True
+    assert first.cancelled()
+    slots.release()
+    assert slots.free == 1
+    assert await slots.acquire(timeout=0) is True
+
+
+async def test_channel_cancel_wakes_a_thread_blocked_on_a_full_channel() -> None:
+    channel: ThreadChannel[int] = ThreadChannel(1)
+    outcome: list[str] = []
+
+    def produce() -> None:
+        try:
+            for i in range(10):
+                channel.put(i)
+            outcome.append("finished")
+        except ChannelClosed:
+            outcome.append("stopped")
+
+    thread = threading.Thread(target=produce)
+    thread.start()
+    assert await channel.get() == 0
+    channel.cancel()
+    await asyncio.to_thread(thread.join, 5)
+    assert outcome == ["stopped"]

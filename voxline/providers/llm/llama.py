@@ -1,0 +1,295 @@
+"""A local LLM on llama.cpp (llama-cpp-python), embedded and offline.
+
+The model (a GGUF file, ``models.resolve``) is loaded once per process and
+shared. A llama.cpp context is not thread-safe and holds one conversation's KV
+cache, so generations take turns on it (a model slot of 1, waited for on the
+event loop); on 2 cores a second context would only halve both.
+
+``stream(messages)`` renders the chat with the template stored in the GGUF and
+runs ``create_chat_completion(stream=True)`` in the shared executor. Each token
+goes to the event loop through a bounded ``ThreadChannel``; the generating
+thread checks the cancel flag after every token, so a cancelled or closed
+stream stops the model within one token and frees it for the next turn.
+
+Warm prefix: llama-cpp-python compares a new prompt's tokens with what the
+context already holds and evaluates only the part after the common prefix. The
+system prompt and the earlier turns of a conversation are at the front of
+every prompt, so consecutive turns re-evaluate only the new user message;
+``warm()`` evaluates a system prompt ahead of the first turn. Measured, one
+thread, a ~60-token system prompt: first token cold ~1.0 s, warm ~0.2 s with
+Qwen 0.5B; 0.49 s / 0.08 s with SmolLM2. Interleaved conversations on one process still share the system-prompt prefix;
+beyond it they evict each other, which costs one prompt evaluation per turn.
+
+Threads: ``n_threads=1`` by default, deliberately. This llama.cpp build
+parallelises with OpenMP, whose threads spin while they wait for each other;
+with 2 threads on 2 cores, any other busy thread or process (the event loop,
+whisper, Piper synthesising the previous sentence) makes them spin against it.
+Measured on the 2-core machine (tokens/s; quiet box / with one CPU hog):
+
+    model            2 threads (spin)   2 threads, OMP_WAIT_POLICY=PASSIVE   1 thread
+    Qwen 0.5B Q4_K_M   23-25 / 0.5-5         15-16 / 10-13                  13-14 / 10-13
+    SmolLM2 135M       92-104 / 17-18        28-29 / -                      51-55 / 31-52
+
+Two spinning threads missed a 30 s answer deadline under one hog; one thread
+is 3-4x faster than speech, never collapses, and leaves a core to whisper and
+Piper. Set ``n_threads=2`` only where nothing else runs beside the model.
+``n_threads_batch=2`` halves a cold prompt evaluation on a quiet box (Qwen:
+~0.53 s against ~1.0 s) but it too collapsed under a hog (no first token in 5 s).
+
+Deadlines: ``first_result`` covers waiting for the model and the prompt
+evaluation up to the first token, ``idle`` each gap between tokens, ``total``
+the whole answer; a miss raises ``ProviderTimeout`` and stops the generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..base import Deadlines, Message, ProviderError, ProviderTimeout
+from ..executor import (
+    AsyncSlots,
+    ChannelClosed,
+    InferenceExecutor,
+    ThreadChannel,
+    load_shared,
+    shared_executor,
+)
+from ..models import ModelError, find_entry, resolve
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
+
+__all__ = ["LlamaConfig", "LlamaLLM", "LlamaStream"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class LlamaConfig:
+    model: str = "qwen2.5-coder-0.5b-instruct-q4_k_m"  # a known name, a .gguf path, or hf:owner/repo:*.gguf
+    n_ctx: int = 2048
+    n_threads: int = 1  # see the module docstring: 2 spinning threads collapse under load
+    n_threads_batch: int | None = None  # prompt evaluation; None: n_threads
+    n_batch: int = 512
+    max_tokens: int = 256
+    temperature: float = 0.7
+    top_p: float = 0.9
+    seed: int = 0
+    queue_tokens: int = 64  # tokens generated ahead of the consumer before the thread waits
+    allow_download: bool = False
+    cache_dir: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Shared:
+    llama: Llama
+    slots: AsyncSlots
+
+
+class LlamaLLM:
+    """Chat completion on a local GGUF model; cheap to construct, the model is shared per process."""
+
+    name = "llama"
+
+    def __init__(self, config: LlamaConfig | None = None, *, executor: InferenceExecutor | None = None) -> None:
+        self.config = config or LlamaConfig()
+        self._executor = executor or shared_executor()
+        self._shared: _Shared | None = None
+
+    async def load(self, deadlines: Deadlines | None = None) -> None:
+        if self._shared is not None:
+            return
+        c = self.config
+        key = ("llama", c.model, c.cache_dir, c.n_ctx, c.n_threads, c.n_threads_batch, c.n_batch, c.seed)
+        wait = (deadlines or Deadlines()).connect
+        try:
+            self._shared = await self._executor.run(load_shared, key, self._load, admit_timeout=wait)
+        except ModelError as exc:
+            raise ProviderError(self.name, str(exc), retryable=False) from exc
+
+    def _load(self) -> _Shared:
+        from llama_cpp import Llama
+
+        c = self.config
+        gguf = find_entry(resolve(c.model, cache_dir=c.cache_dir, allow_download=c.allow_download), ".gguf")
+        started = time.perf_counter()
+        llama = Llama(
+            model_path=str(gguf),
+            n_ctx=c.n_ctx,
+            n_threads=c.n_threads,
+            n_threads_batch=c.n_threads_batch or c.n_threads,
+            n_batch=c.n_batch,
+            seed=c.seed,
+            verbose=False,
+        )
+        log.info("llama %s loaded in %.2fs", gguf.name, time.perf_counter() - started)
+        return _Shared(llama, AsyncSlots(1))
+
+    def stream(self, messages: Sequence[Message], deadlines: Deadlines | None = None) -> LlamaStream:
+        return LlamaStream(self, list(messages), deadlines or Deadlines())
+
+    async def warm(self, system_prompt: str, deadlines: Deadlines | None = None) -> None:
+        """Evaluate ``system_prompt`` now, so the first turn that starts with it is warm."""
+        stream = LlamaStream(self, [{"role": "system", "content": system_prompt}, {"role": "user", "content": ""}],
+                             deadlines or Deadlines(first_result=30.0), max_tokens=1)  # fmt: skip
+        try:
+            async for _ in stream:
+                pass
+        finally:
+            await stream.aclose()
+
+
+class LlamaStream:
+    """The tokens of one answer (an async iterator of text pieces).
+
+    ``generated`` counts pieces the model produced, ``delivered`` those handed
+    to the consumer. ``evaluated_after_cancel`` is how many tokens the model
+    evaluated between the cancel request and the end of the generating thread
+    (read from the context's token count; ``None`` if never cancelled while
+    running). ``wait_done()`` waits for that thread to end.
+    """
+
+    def __init__(self, llm: LlamaLLM, messages: list[Message], deadlines: Deadlines, max_tokens: int | None = None) -> None:
+        self._llm = llm
+        self._messages = messages
+        self._deadlines = deadlines
+        self._max_tokens = llm.config.max_tokens if max_tokens is None else max_tokens
+        self._channel: ThreadChannel[str] | None = None
+        self._job: asyncio.Future[None] | None = None
+        self._finished = False
+        self._started_at = 0.0
+        self._last_at = 0.0
+        self._llama: Llama | None = None
+        self._n_at_cancel: int | None = None
+        self.generated = 0
+        self.delivered = 0
+        self.evaluated_after_cancel: int | None = None
+        self.first_token_seconds: float | None = None
+
+    def __aiter__(self) -> LlamaStream:
+        return self
+
+    async def __anext__(self) -> str:
+        if self._finished:
+            raise StopAsyncIteration
+        try:
+            if self._channel is None:
+                await self._start()
+            return await self._next()
+        except StopAsyncIteration:
+            self._finished = True
+            raise
+        except BaseException:  # a deadline, an error, or the consumer's cancellation
+            self._cancel()
+            raise
+
+    async def _start(self) -> None:
+        d = self._deadlines
+        loop = asyncio.get_running_loop()
+        self._started_at = self._last_at = loop.time()
+        try:
+            async with asyncio.timeout(d.first_result):
+                await self._llm.load(d)
+        except TimeoutError:
+            raise ProviderTimeout(self._llm.name, "first token", d.first_result) from None
+        shared = self._llm._shared
+        assert shared is not None
+        self._llama = shared.llama
+        self._channel = ThreadChannel(self._llm.config.queue_tokens)
+        remaining = max(0.0, d.first_result - (loop.time() - self._started_at))
+        try:
+            self._job = await self._llm._executor.submit(
+                self._generate, shared.llama, self._channel, admit_timeout=remaining, model=shared.slots
+            )
+        except ProviderTimeout:
+            raise ProviderTimeout(self._llm.name, "first token", d.first_result) from None
+        self._job.add_done_callback(_log_failure)
+
+    async def _next(self) -> str:
+        assert self._channel is not None
+        d = self._deadlines
+        loop = asyncio.get_running_loop()
+        first = self.delivered == 0
+        phase, limit = ("first token", d.first_result) if first else ("next token", d.idle)
+        budget = limit - (loop.time() - (self._started_at if first else self._last_at))
+        total_left = d.total - (loop.time() - self._started_at)
+        if total_left < budget:
+            phase, limit, budget = "whole answer", d.total, total_left
+        try:
+            async with asyncio.timeout(max(0.0, budget)):
+                piece = await self._channel.get()
+        except TimeoutError:
+            raise ProviderTimeout(self._llm.name, phase, limit) from None
+        self._last_at = loop.time()
+        if first:
+            self.first_token_seconds = self._last_at - self._started_at
+        self.delivered += 1
+        return piece
+
+    # -- runs in a pool thread, holding the model's only slot
+    def _generate(self, llama: Llama, channel: ThreadChannel[str]) -> None:
+        c = self._llm.config
+        if channel.cancelled:  # given up while waiting for the model
+            channel.close()
+            return
+        chunks: Any = llama.create_chat_completion(
+            messages=self._messages,  # type: ignore[arg-type]
+            stream=True,
+            max_tokens=self._max_tokens,
+            temperature=c.temperature,
+            top_p=c.top_p,
+        )
+        try:
+            # The generator evaluates the next token only when asked for the
+            # next chunk, so checking the flag between chunks stops the model
+            # within one token (llama-cpp-python holds back the text of a
+            # token that may start a stop string or splits a UTF-8 character,
+            # which can add a token in rare cases).
+            for chunk in chunks:
+                if channel.cancelled:
+                    break
+                piece = chunk["choices"][0]["delta"].get("content")
+                if piece:
+                    self.generated += 1
+                    channel.put(piece)
+            channel.close()
+        except ChannelClosed:
+            pass
+        except Exception as exc:
+            log.exception("llama generation failed")
+            channel.close(ProviderError(self._llm.name, f"generation failed: {exc!r}"))
+        finally:
+            chunks.close()  # ends llama-cpp's generator now, not at garbage collection
+            if self._n_at_cancel is not None:  # still holding the model: nobody else moved n_tokens
+                self.evaluated_after_cancel = llama.n_tokens - self._n_at_cancel
+
+    def _cancel(self) -> None:
+        self._finished = True
+        if self._channel is not None and not self._channel.cancelled:
+            if self._llama is not None and self._job is not None and not self._job.done():
+                self._n_at_cancel = self._llama.n_tokens
+            self._channel.cancel()
+
+    async def aclose(self) -> None:
+        self._cancel()
+
+    async def wait_done(self) -> None:
+        """Wait for the generating thread to end (after cancel it takes at most one token)."""
+        if self._job is not None:
+            await asyncio.gather(self._job, return_exceptions=True)
+
+    def __del__(self) -> None:
+        # A stream dropped without aclose() must not keep the model generating.
+        if self._channel is not None:
+            self._channel.cancel()
+
+
+def _log_failure(future: asyncio.Future[None]) -> None:
+    if not future.cancelled() and (exc := future.exception()) is not None:
+        log.warning("llama job ended with %r", exc)

