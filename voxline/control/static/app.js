@@ -297,8 +297,9 @@
       track.className = "track";
       const bar = document.createElement("span");
       bar.className = "bar";
-      bar.style.left = `${(100 * start) / scale}%`;
-      bar.style.width = `${Math.max(0.5, (100 * dur) / scale)}%`;
+      const width = Math.max(0.5, (100 * dur) / scale); // a sliver stays visible...
+      bar.style.left = `${Math.min((100 * start) / scale, 100 - width)}%`; // ...inside its track
+      bar.style.width = `${width}%`;
       track.append(bar);
       const ms = document.createElement("span");
       ms.className = "ms";
