@@ -289,3 +289,30 @@ async def test_transcribe_agent_reports_each_utterance() -> None:
     assert agent.transcripts == [(1, "first words"), (2, "second words")]
     assert [e.data["text"] for e in events if e.kind == "transcript"] == ["first words", "second words"]
     await pipe.stop()
+
+
+async def test_a_reply_played_in_full_enters_the_context_once_and_is_not_cancelled_later() -> None:
+    call = await make_call(greeting="Hello there, how can I help?")
+    await call.clock.advance(2.0)  # the greeting plays in full
+    await call.speak(1, 0.5)
+    await call.clock.advance(3.0)
+    history = call.agent.conversation.history()
+    assert [m["content"] for m in history if m["role"] == "assistant"] == [
+        "Hello there, how can I help?", "It is noon. Have a nice day."]
+    cut = [e for e in call.events if e.kind == "heard" and e.data["complete"] is False]
+    assert cut == []  # nothing was reported as interrupted
+    caller = [e.data["caller"] for e in call.events if e.kind == "state" and "caller" in e.data]
+    assert caller == ["speaking", "silent"]
+    await call.pipe.stop()
+
+
+async def test_barge_in_after_generation_finished_keeps_only_the_heard_part() -> None:
+    call = await make_call(script=("go on", "stop"), reply="one two three four five six seven eight nine ten.")
+    await call.speak(1, 0.5)
+    await call.clock.advance(1.5)  # generated long ago; playing for about a second
+    assert call.agent.state is State.SPEAKING
+    await call.speak(2, 0.8)
+    assistant = [m["content"] for m in call.agent.conversation.history() if m["role"] == "assistant"]
+    assert len(assistant) == 1
+    assert 0 < len(assistant[0].split()) < 10
+    await call.pipe.stop()

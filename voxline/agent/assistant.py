@@ -87,7 +87,7 @@ Observer = Callable[[AgentEvent], None]
 class _Reply:
     """One reply in flight: its task, its audio, and what of it was heard."""
 
-    __slots__ = ("turn", "task", "pcm", "kept", "samples", "emitted", "hold", "text", "pieces", "done")
+    __slots__ = ("turn", "task", "pcm", "kept", "samples", "emitted", "hold", "text", "pieces", "done", "full")
 
     def __init__(self, turn: int) -> None:
         self.turn = turn
@@ -101,6 +101,7 @@ class _Reply:
         self.text: list[tuple[int, str]] = []  # (sample offset where a piece starts, piece)
         self.pieces = 0
         self.done = False
+        self.full = ""  # the whole reply as written; the context gets it once it is played
 
 
 class Assistant:
@@ -201,6 +202,8 @@ class Assistant:
         """Playout reached ``mark`` (wire this to ``Playout(on_mark=...)``)."""
         reply = self._reply
         if mark.name == REPLY_END and reply is not None and mark.turn == reply.turn:
+            self._reply = None  # played in full: nothing left to pause, resume or cancel
+            self.conversation.add_assistant(reply.full)
             heard_text = self._heard_text(reply, complete=True)
             self._report("heard", reply.turn, {"text": heard_text, "complete": True})
             self._close_turn(reply.turn)
@@ -277,6 +280,7 @@ class Assistant:
             ctx.mark(ev.turn, "speech_end", arrival - max(0, pts - ev.pts) / ev.rate)
             ctx.mark(ev.turn, "vad_end")
         self._listening = False
+        self._report("state", ev.turn, {"caller": "silent"})
         self._apply(self.machine.handle(Event.SPEECH_ENDED))
 
     async def _open_recognition(self) -> None:
@@ -398,9 +402,8 @@ class Assistant:
             reply.task.cancel()
         self._interrupt_downstream("cancel")
         heard = self._heard_text(reply, complete=False)
-        if not reply.done or heard:
-            # The context keeps what the caller heard, not what the model wrote.
-            self.conversation.add_assistant(heard)
+        # The context keeps what the caller heard, not what the model wrote.
+        self.conversation.add_assistant(heard)
         self._report("heard", reply.turn, {"text": heard, "complete": False})
         self._close_turn(reply.turn)
 
@@ -447,11 +450,10 @@ class Assistant:
             log.warning("reply failed: %s", exc, extra={"turn_id": reply.turn})
             self._report("error", reply.turn, {"provider": "reply", "error": str(exc)})
             await self._apologise(reply)
-        full = "".join(produced).strip()
+        reply.full = "".join(produced).strip()
         reply.done = True
         if self._reply is reply:
-            self.conversation.add_assistant(full)
-            self._report("transcript", reply.turn, {"text": full, "final": True, "who": "agent"})
+            self._report("transcript", reply.turn, {"text": reply.full, "final": True, "who": "agent"})
         if not reply.hold:
             await self._emit_frame(Mark(REPLY_END, self._now(), reply.turn))
 
@@ -509,9 +511,8 @@ class Assistant:
             self._report("error", reply.turn, {"provider": "tts", "error": str(exc)})
             if tts is not self.fallback_tts:
                 await self._apologise(reply)
+        reply.full = text
         reply.done = True
-        if self._reply is reply:
-            self.conversation.add_assistant(text)
         self._report("transcript", reply.turn, {"text": text, "final": True, "who": "agent"})
         if not reply.hold:
             await self._emit_frame(Mark(REPLY_END, self._now(), reply.turn))

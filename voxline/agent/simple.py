@@ -40,7 +40,8 @@ class Echo:
             self.frames += 1
             await emit(frame)
         elif (t is SpeechStarted or t is SpeechEnded) and self._observer is not None:
-            self._observer(AgentEvent("state", frame.turn, {"caller": t.__name__}))
+            caller = "speaking" if t is SpeechStarted else "silent"
+            self._observer(AgentEvent("state", frame.turn, {"caller": caller}))
 
 
 class Transcribe:
