@@ -24,7 +24,7 @@ apt_install() {
 
 # Always: a C toolchain and cmake (llama.cpp builds from source), libsndfile,
 # espeak-ng (the light fallback voice), venv support for Debian's python3.
-apt_install ca-certificates build-essential cmake libsndfile1 espeak-ng python3-venv ${VOXLINE_APT:-}
+apt_install ca-certificates build-essential cmake libgomp1 libsndfile1 espeak-ng python3-venv ${VOXLINE_APT:-}
 
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
@@ -33,4 +33,4 @@ fi
 # llama.cpp compiles from source: portable flags so a wheel built here runs on any
 # x86-64 machine; pip caches the built wheel, so later installs take seconds.
 export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}"
-.venv/bin/python -m pip install -q -e ".[${VOXLINE_EXTRAS:-fast}]"
+.venv/bin/python -m pip install -q -e ".[${VOXLINE_EXTRAS:-fast,embedded}]"

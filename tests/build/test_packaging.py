@@ -8,6 +8,8 @@ import shlex
 import subprocess
 import sys
 import tomllib
+
+import orjson
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,10 +40,22 @@ def test_dockerfile_is_well_formed_and_copies_what_exists() -> None:
                 assert (ROOT / src).exists(), f"Dockerfile copies {src}, which does not exist"
 
 
-def test_dockerfile_entrypoint_is_the_console_script() -> None:
+def test_dockerfile_runs_the_service_with_the_embedded_models() -> None:
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    entry = [rest for word, rest in dockerfile_instructions() if word == "ENTRYPOINT"]
+    ins = dockerfile_instructions()
+    entry = [rest for word, rest in ins if word == "ENTRYPOINT"]
     assert entry and entry[-1].strip('[]"') in scripts
+    cmd = orjson.loads([rest for word, rest in ins if word == "CMD"][-1])
+    assert cmd[0] == "serve" and "--host" in cmd
+    # The CLI accepts exactly what the image runs.
+    from voxline.cli import build_parser
+
+    args = build_parser().parse_args(cmd)
+    assert args.command == "serve"
+    installs = " ".join(rest for word, rest in ins if word == "RUN")
+    assert "embedded" in installs and "resolve(" in installs
+    exposed = [rest for word, rest in ins if word == "EXPOSE"]
+    assert exposed and str(args.http_port) in exposed[0]
 
 
 def test_console_script_and_module_entry_run() -> None:
