@@ -27,7 +27,7 @@ from .budget import PathBudget, TurnLatency
 from .clock import Clock, LoopClock
 from .frames import EndOfStream, Frame, Interrupt
 from .link import Link, LinkClosed, LinkFull, LinkTimeout, Overflow
-from .stage import Emit, StageContext, StageError, StageStats, Transform, Worker
+from .stage import SAMPLE_MASK, Emit, StageContext, StageError, StageStats, Transform, Worker
 
 __all__ = ["Pipeline", "PipelineState", "Sink"]
 
@@ -81,19 +81,20 @@ def _make_step(
 ) -> Callable[[Frame, list[Frame]], None]:
     proc = transform.process
     name = transform.name
+    record = stats.record
 
     def step(frame: Frame, out: list[Frame]) -> None:
-        t0 = _ns()
+        n = stats.count = stats.count + 1
         try:
-            produced = proc(frame)
+            if n & SAMPLE_MASK != 1:
+                produced = proc(frame)
+            else:
+                t0 = _ns()
+                produced = proc(frame)
+                record(_ns() - t0)
         except Exception as exc:
             stats.errors += 1
             raise StageError(name, exc) from exc
-        d = _ns() - t0
-        stats.count += 1
-        stats.total_ns += d
-        if d > stats.max_ns:
-            stats.max_ns = d
         for f in produced:
             nxt(f, out)
 
@@ -289,7 +290,11 @@ class Pipeline:
             return
         nxt = head.next
         if nxt is None:
-            self._deliver_sink(out)
+            sink = self.sink
+            for f in out:
+                if type(f) is EndOfStream:
+                    self._eos.set()
+                sink(f)
             return
         link = nxt.link
         assert link is not None

@@ -27,7 +27,7 @@ soxr HQ in one call, bit-identical to streaming and without burst concerns.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import av
@@ -59,7 +59,7 @@ def resample_chunk(pcm: PCM, src: int, dst: int) -> PCM:
 class StreamResampler:
     """A stateful mono int16 resampler fed frame by frame."""
 
-    __slots__ = ("src", "dst", "quality", "_soxr", "_swr")
+    __slots__ = ("src", "dst", "quality", "_soxr", "_swr", "process")
 
     def __init__(self, src: int, dst: int, quality: Quality = "hq") -> None:
         if src <= 0 or dst <= 0:
@@ -79,14 +79,16 @@ class StreamResampler:
 
     def reset(self) -> None:
         """Forget buffered history (after an interruption: that audio is gone)."""
+        self.process: Callable[[PCM], PCM]
         if self.quality == "fast":
             self._soxr = soxr.ResampleStream(self.src, self.dst, 1, dtype="int16", quality="QQ")
+            # soxr's own method, bound: no Python frame of ours per audio frame
+            self.process = self._soxr.resample_chunk
         else:
             self._swr = av.AudioResampler(format="s16", layout="mono", rate=self.dst)
+            self.process = self._process_swr
 
-    def process(self, pcm: PCM) -> PCM:
-        if self._soxr is not None:
-            return self._soxr.resample_chunk(pcm)  # type: ignore[no-any-return]
+    def _process_swr(self, pcm: PCM) -> PCM:
         frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = self.src
         return self._collect(self._swr.resample(frame))  # type: ignore[union-attr]
@@ -120,8 +122,7 @@ class Resample:
         self._rs = StreamResampler(src, dst, quality)
         self.latency = self._rs.delay
         self._pts: int | None = None  # next output pts, counted in output samples
-        self._arrival = 0.0
-        self._turn = 0
+        self._last: Audio | None = None  # for the timing of what a flush returns
 
     def process(self, frame: Frame) -> Sequence[Frame]:
         if type(frame) is Audio:
@@ -129,20 +130,22 @@ class Resample:
                 if frame.rate == self.dst:
                     return (frame,)
                 raise ValueError(f"{self.name} takes {self.src} Hz audio, got {frame.rate} Hz")
-            if self._pts is None:
-                self._pts = frame.pts * self.dst // self.src
-            out = self._rs.process(frame.pcm)
-            if not len(out):
-                return ()
             pts = self._pts
-            self._pts = pts + len(out)
-            self._arrival = frame.arrival
-            self._turn = frame.turn
+            if pts is None:
+                pts = frame.pts * self.dst // self.src
+            out = self._rs.process(frame.pcm)
+            n = len(out)
+            if not n:
+                self._pts = pts
+                return ()
+            self._pts = pts + n
+            self._last = frame
             return (Audio(out, self.dst, pts, frame.arrival, frame.turn),)
         if type(frame) is EndOfStream:
             tail = self._rs.flush()
-            if len(tail) and self._pts is not None:
-                audio = Audio(tail, self.dst, self._pts, self._arrival, self._turn)
+            last = self._last
+            if len(tail) and self._pts is not None and last is not None:
+                audio = Audio(tail, self.dst, self._pts, last.arrival, last.turn)
                 self._pts += len(tail)
                 return (audio, frame)
         return (frame,)
