@@ -31,7 +31,7 @@ import psutil
 
 from voxline.codecs import PCMU
 from voxline.media.codec_stage import Decode, Encode
-from voxline.media.frames import Frame, Payload, SpeechStarted
+from voxline.media.frames import EndOfStream, Frame, Payload, SpeechStarted
 from voxline.media.pipeline import Pipeline
 from voxline.media.resample import Resample
 
@@ -97,12 +97,19 @@ class VadFactory:
     def decisions(self, stages: list[Any]) -> int:
         return sum(int(getattr(s, "decisions", 0)) for s in stages if s is not None)
 
+    def skipped(self, stages: list[Any]) -> int:
+        """Windows whose decision was never computed (dropped, or left unread)."""
+        if self.batcher is None:
+            return 0
+        windows = sum(int(getattr(s, "windows", 0)) for s in stages if s is not None)
+        return max(0, windows - self.decisions(stages))
+
     async def close(self) -> None:
         if self.batcher is not None:
             await self.batcher.aclose()
 
 
-async def run_calls(n: int, vad: str, quality: str) -> dict[str, Any]:
+async def run_calls(n: int, vad: str, quality: str, ingress_kind: str = "task") -> dict[str, Any]:
     clip = load_clip(find_clip())
     proc = psutil.Process()
     factory = VadFactory(vad)
@@ -162,6 +169,30 @@ async def run_calls(n: int, vad: str, quality: str) -> dict[str, Any]:
             if k >= WARM:
                 sent_window += 1
 
+    async def ingress_callbacks(i: int) -> None:
+        """Not W2's definition: each frame arrives as a timer callback, the way a
+        datagram reaches DatagramProtocol.datagram_received, with no task to wake."""
+        nonlocal sent_window
+        loop = asyncio.get_running_loop()
+        push = pipes[i].push
+        start = (37 * i) % FRAMES
+        base = t0 + i * phase
+        offset = loop.time() - mono()  # loop.call_at runs on the loop's clock
+        done = loop.create_future()
+
+        def arrive(k: int) -> None:
+            nonlocal sent_window
+            push(Payload(clip[(start + k) % FRAMES], "PCMU", 8000, k * FRAME_BYTES, base + k * FRAME_S))
+            if k >= WARM:
+                sent_window += 1
+            if k + 1 < FRAMES:
+                loop.call_at(base + (k + 1) * FRAME_S + offset, arrive, k + 1)
+            else:
+                done.set_result(None)
+
+        loop.call_at(base + offset, arrive, 0)
+        await done
+
     cpu_marks: dict[str, float] = {}
 
     async def cpu_probe() -> None:
@@ -173,15 +204,22 @@ async def run_calls(n: int, vad: str, quality: str) -> dict[str, Any]:
         cpu_marks["t_end"] = mono()
 
     probe = asyncio.create_task(cpu_probe())
-    await asyncio.gather(*(ingress(i) for i in range(n)))
+    feed = ingress if ingress_kind == "task" else ingress_callbacks
+    await asyncio.gather(*(feed(i) for i in range(n)))
     await probe
     # Drain: up to 2 s for what is still in flight (the Silero batcher included).
     deadline = mono() + DRAIN_S
     expected = n * (FRAMES - WARM)
     while mono() < deadline and sum(sum(g) for g in received) < expected:
         await asyncio.sleep(0.05)
+    if factory.batcher is not None:
+        # Let the last windows' results come back before counting them.
+        await asyncio.sleep(0.1)
+        for stage in vads:
+            stage.process(EndOfStream())
     rss1 = proc.memory_info().rss
     decisions = factory.decisions(vads)
+    skipped = factory.skipped(vads)
     for p in pipes:
         await p.stop()
     await factory.close()
@@ -199,6 +237,7 @@ async def run_calls(n: int, vad: str, quality: str) -> dict[str, Any]:
         and recv >= 0.99 * sent_window
         and sent_rate >= 0.99 * nominal
         and missing == 0
+        and skipped == 0  # every VAD decision computed: none dropped to keep up
     )
     return {
         "workload": "W2",
@@ -206,6 +245,7 @@ async def run_calls(n: int, vad: str, quality: str) -> dict[str, Any]:
         "calls": n,
         "vad": vad,
         "resampler": "soxr QQ" if quality == "fast" else "libswresample (av)",
+        "ingress": ingress_kind,
         **pct,
         "sent_rate": round(sent_rate, 1),
         "recv_rate": round(recv_rate, 1),
@@ -214,6 +254,7 @@ async def run_calls(n: int, vad: str, quality: str) -> dict[str, Any]:
         "cpu_pct": round(cpu_pct, 1),
         "rss_per_call_kb": round((rss1 - rss0) / n / 1024, 1),
         "vad_decisions": decisions,
+        "vad_skipped": skipped,
         "speech_starts_per_call": round(sum(starts) / n, 2),
     }
 
@@ -221,7 +262,7 @@ async def run_calls(n: int, vad: str, quality: str) -> dict[str, Any]:
 def one(n: int, args: argparse.Namespace) -> dict[str, Any]:
     """Run one N in a fresh interpreter, so RSS and warm state are per run."""
     cmd = [sys.executable, "-m", "benchmarks.media_path", "--calls", str(n), "--vad", args.vad,
-           "--resampler", args.resampler, "--loop", args.loop]
+           "--resampler", args.resampler, "--loop", args.loop, "--ingress", args.ingress]
     if args.cpu is not None:
         cmd += ["--cpu", str(args.cpu)]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
@@ -233,7 +274,8 @@ def one(n: int, args: argparse.Namespace) -> dict[str, Any]:
         f"N={n:<5d} holds={row['holds']!s:5s} p50 {row['p50_us']/1000:7.2f} ms  "
         f"p99 {row['p99_us']/1000:7.2f} ms  max {row['max_us']/1000:7.2f} ms  "
         f"cpu {row['cpu_pct']:5.1f}%  recv {row['recv_rate']}/{row['nominal_rate']}  "
-        f"missing {row['missing']}  rss/call {row['rss_per_call_kb']} kB",
+        f"missing {row['missing']}  rss/call {row['rss_per_call_kb']} kB  "
+        f"vad {row['vad_decisions']} decided, {row['vad_skipped']} skipped",
         flush=True,
     )
     return row
@@ -277,6 +319,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resampler", choices=("fast", "hq"), default="fast",
                         help="fast: soxr QQ (the anchor's choice); hq: libswresample")
     parser.add_argument("--ladder", action="store_true", help="find the largest N that holds")
+    parser.add_argument("--ingress", choices=("task", "callback"), default="task",
+                        help="task: W2 as defined (one task per call sleeps until each frame); "
+                             "callback: frames arrive as timer callbacks, like datagrams")
     add_common_args(parser)
     args = parser.parse_args(argv)
     apply_common(args)
@@ -285,7 +330,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     if os.environ.get("VOXLINE_BENCH_GC_FREEZE", "1") == "1":
         gc.freeze()  # long-lived objects out of the collector's way, as the service does
-    emit_json(run(run_calls(args.calls, args.vad, args.resampler), args.loop))
+    emit_json(run(run_calls(args.calls, args.vad, args.resampler, args.ingress), args.loop))
 
 
 if __name__ == "__main__":
