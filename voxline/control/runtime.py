@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from voxline.agent.assistant import AgentEvent, Assistant, AssistantConfig
+from voxline.agent.prompts import SYSTEM_PROMPT
 from voxline.agent.simple import Echo, Transcribe
 from voxline.agent.turns import State
 from voxline.config import ServiceConfig
@@ -82,6 +83,11 @@ class Runtime:
             return
         try:
             await self.providers.load()
+            # Evaluate the system prompt now: the first turn of every call starts
+            # from it, and a cold prefix costs the first caller ~1 s.
+            warm = getattr(self.providers.llm, "warm", None)
+            if warm is not None:
+                await warm(self.config.system_prompt or SYSTEM_PROMPT)
             self._ready["models"] = True
         except Exception as exc:  # the service stays up (echo works), but is not ready
             self._load_error = str(exc)
