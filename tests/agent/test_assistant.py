@@ -11,7 +11,7 @@ from voxline.agent.assistant import AgentEvent, Assistant, AssistantConfig
 from voxline.agent.simple import Echo, Transcribe
 from voxline.agent.turns import State
 from voxline.media.clock import FakeClock
-from voxline.media.frames import Audio, Frame, SpeechEnded, SpeechStarted
+from voxline.media.frames import Audio, Frame, SpeechEnded, SpeechPaused, SpeechStarted
 from voxline.media.pipeline import Pipeline
 from voxline.media.playout import Playout
 
@@ -56,7 +56,10 @@ class Call:
             await self.clock.advance(0.02)
 
     async def end(self, turn: int) -> None:
-        self.pipe.push(SpeechEnded(self.pts, RATE, 0.0, self.clock.now(), turn))
+        await self.end_at(turn, self.pts)
+
+    async def end_at(self, turn: int, pts: int) -> None:
+        self.pipe.push(SpeechEnded(pts, RATE, 0.0, self.clock.now(), turn))
         await self.clock.settle()
 
 
@@ -315,4 +318,34 @@ async def test_barge_in_after_generation_finished_keeps_only_the_heard_part() ->
     assistant = [m["content"] for m in call.agent.conversation.history() if m["role"] == "assistant"]
     assert len(assistant) == 1
     assert 0 < len(assistant[0].split()) < 10
+    await call.pipe.stop()
+
+
+async def test_speculative_finalize_during_the_hangover_answers_from_the_early_transcript() -> None:
+    call = await make_call(script=("what time is it",))
+    call.pipe.push(SpeechStarted(call.pts, RATE, call.clock.now(), 1))
+    await call.talk(1, 0.6)
+    pause_pts = call.pts
+    call.pipe.push(SpeechPaused(pause_pts, RATE, call.clock.now(), 1))
+    await call.talk(1, 0.1)  # hangover silence: held, never sent to the recogniser
+    await call.end_at(1, pause_pts)
+    await call.clock.advance(3.0)
+    # One decode of the speech at the pause, then an empty finalize at the end.
+    assert call.stt.utterances[0] >= 0.6 * RATE and call.stt.utterances[1:] == [0]
+    assert call.llm.calls[0][-1]["content"] == "what time is it"
+    assert call.samples_of(1) == 7 * 4000
+    await call.pipe.stop()
+
+
+async def test_speech_resuming_after_a_pause_is_recognised_and_joined() -> None:
+    call = await make_call(script=("book a table", "for two"))
+    call.pipe.push(SpeechStarted(call.pts, RATE, call.clock.now(), 1))
+    await call.talk(1, 0.5)
+    call.pipe.push(SpeechPaused(call.pts, RATE, call.clock.now(), 1))
+    await call.talk(1, 0.1)  # the pause
+    await call.talk(1, 0.5)  # ... and the caller goes on
+    await call.end_at(1, call.pts)
+    await call.clock.advance(3.0)
+    assert call.stt.utterances[1] >= 0.5 * RATE  # what followed the pause was recognised
+    assert call.llm.calls[0][-1]["content"] == "book a table for two"
     await call.pipe.stop()

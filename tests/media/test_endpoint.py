@@ -229,3 +229,32 @@ def test_config_is_frozen() -> None:
 def test_rate_must_be_positive() -> None:
     with pytest.raises(ValueError, match="rate"):
         Endpointer(EndpointConfig(), 0)
+
+
+def test_pause_is_announced_once_per_silence_before_the_hangover_ends() -> None:
+    from voxline.media.frames import SpeechPaused
+
+    ep = Endpointer(EndpointConfig(start=0.064, stop=0.2, pause=0.064), rate=16000)
+    events: list[object] = []
+    pts = 0
+
+    def feed(voiced: bool, windows: int) -> None:
+        nonlocal pts
+        for _ in range(windows):
+            events.extend(ep.update(voiced, pts, 512))
+            pts += 512
+
+    feed(True, 10)
+    feed(False, 2)  # 64 ms of silence: a pause
+    feed(True, 3)  # speech resumes: the next silence may pause again
+    feed(False, 10)  # 320 ms: pause, then the end
+    kinds = [type(e).__name__ for e in events]
+    assert kinds == ["SpeechStarted", "SpeechPaused", "SpeechPaused", "SpeechEnded"]
+    first, second = (e for e in events if isinstance(e, SpeechPaused))
+    assert first.pts == 10 * 512 and second.pts == 15 * 512  # where the speech stopped
+    assert all(e.turn == 1 for e in events)  # type: ignore[attr-defined]
+
+
+def test_pause_must_be_shorter_than_the_hangover() -> None:
+    with pytest.raises(ValueError, match="pause must be in"):
+        EndpointConfig(stop=0.2, pause=0.2)

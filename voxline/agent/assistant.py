@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from voxline.media.frames import Audio, Dtmf, Frame, Mark, SpeechEnded, SpeechStarted
+from voxline.media.frames import Audio, Dtmf, Frame, Mark, SpeechEnded, SpeechPaused, SpeechStarted
 from voxline.media.link import Overflow
 from voxline.media.stage import Emit, StageContext
 from voxline.providers.base import (
@@ -64,6 +64,9 @@ class AssistantConfig:
     preroll: float = 0.3  # audio before the VAD's onset that goes to the recogniser
     max_utterance: float = 30.0
     max_held_audio: float = 120.0  # reply audio kept for a resume after a false barge-in
+    # On SpeechPaused, finalize the recogniser while the VAD's hangover runs and
+    # hold later audio; the turn's end then finds the transcript (nearly) ready.
+    speculative: bool = True
     deadlines: Deadlines = field(default_factory=Deadlines)
     # Budgets per turn mark (seconds); see voxline.media.budget.
     budget_transcript: float = 0.40
@@ -158,6 +161,8 @@ class Assistant:
         self._rate = stt.sample_rate
         self._last_arrival: tuple[int, float] = (0, 0.0)  # (pts, arrival) of the latest audio
         self._offline_next = False  # the next START_SAY speaks in the offline voice
+        self._paused_at: int | None = None  # pts where the caller paused (speculative finalize)
+        self._held: list[Audio] = []  # caller audio since that pause, not yet sent
         self.errors: dict[str, int] = {}
 
     # -- pipeline hooks ------------------------------------------------------
@@ -178,6 +183,8 @@ class Assistant:
             await self._on_audio(frame)  # type: ignore[arg-type]
         elif t is SpeechStarted:
             await self._on_speech_started(frame)  # type: ignore[arg-type]
+        elif t is SpeechPaused:
+            await self._on_speech_paused(frame)  # type: ignore[arg-type]
         elif t is SpeechEnded:
             await self._on_speech_ended(frame)  # type: ignore[arg-type]
         elif t is Dtmf:
@@ -245,7 +252,28 @@ class Assistant:
         if self._sent_samples > self.config.max_utterance * self._rate:
             self._count("utterance_too_long")
             return
+        if self._paused_at is not None:
+            if len(self._held) < self.config.max_utterance * 50:
+                self._held.append(frame)
+            return
         await self._send(frame.pcm)
+
+    async def _release_held(self, until: int | None) -> None:
+        """Send held audio before ``until`` (speech went on after the pause); drop the rest."""
+        held, self._held = self._held, []
+        self._paused_at = None
+        if until is not None:
+            keep = [f.pcm for f in held if f.pts < until]
+            if keep:
+                await self._send(np.concatenate(keep))
+
+    async def _on_speech_paused(self, ev: SpeechPaused) -> None:
+        if not (self.config.speculative and self._listening and self._rec is not None):
+            return
+        if self._paused_at is not None:
+            await self._release_held(ev.pts)  # it spoke again, and paused again
+        self._paused_at = ev.pts
+        self._spawn(self._finalize(), "stt-speculative")
 
     async def _send(self, pcm: PCM) -> None:
         rec = self._rec
@@ -264,6 +292,7 @@ class Assistant:
             await self._open_recognition()
         self._listening = True
         self._sent_samples = 0
+        self._held, self._paused_at = [], None
         start = ev.pts - int(0.1 * self._rate)  # a little before the onset the VAD found
         preroll = [f.pcm for f in self._preroll if f.pts + f.samples > start]
         self._preroll.clear()
@@ -279,6 +308,10 @@ class Assistant:
             pts, arrival = self._last_arrival
             ctx.mark(ev.turn, "speech_end", arrival - max(0, pts - ev.pts) / ev.rate)
             ctx.mark(ev.turn, "vad_end")
+        if self._paused_at is not None:
+            # Speech after the speculative pause goes to the recogniser; silence does not.
+            resumed = ev.pts > self._paused_at
+            await self._release_held(ev.pts + int(0.05 * ev.rate) if resumed else None)
         self._listening = False
         self._report("state", ev.turn, {"caller": "silent"})
         self._apply(self.machine.handle(Event.SPEECH_ENDED))
@@ -302,8 +335,6 @@ class Assistant:
                 if not result.final:
                     self._report("transcript", turn, {"text": result.text, "final": False, "who": "caller"})
                     continue
-                if self._ctx is not None:
-                    self._ctx.mark(turn, "transcript")
                 self._report("transcript", turn, {"text": result.text, "final": True, "who": "caller"})
                 self._apply(self.machine.handle(Event.TRANSCRIPT, result.text))
         except asyncio.CancelledError:
@@ -341,6 +372,10 @@ class Assistant:
             if action is Action.FINALIZE_STT:
                 self._spawn(self._finalize(), "stt-finalize")
             elif action is Action.START_REPLY:
+                if self._ctx is not None:
+                    # The caller's whole turn is transcribed now (a speculative final
+                    # heard mid-turn does not count until the turn has ended).
+                    self._ctx.mark(self._turn, "transcript")
                 self._start_reply(self._turn, text)
             elif action is Action.START_SAY:
                 offline, self._offline_next = self._offline_next, False

@@ -118,7 +118,9 @@ class TurnMachine:
             # No words: a cough or a door. Carry on where the reply stopped.
             self.paused = False
             return Step(State.SPEAKING, [(Action.RESUME_REPLY, "")])
-        return Step(State.SPEAKING if self.replying else State.LISTENING)
+        # No words: nothing to answer. If a reply is already being prepared (from a
+        # speculative final), it stays in hand.
+        return Step(self.state if self.replying else State.LISTENING)
 
     def _caller_interrupts_thinking(self, _: str) -> Step:
         # The caller goes on before the bot said anything: drop the reply in the

@@ -40,9 +40,10 @@ AGENTS = ("assistant", "echo", "transcribe")
 INBOUND_RATE = 16000
 
 # Endpointing per agent state: while the bot speaks, demand a longer onset before
-# pausing it (echo and noise); while listening, end the turn after 0.2 s of silence.
-LISTENING = EndpointConfig(threshold=0.5, start=0.2, stop=0.2)
-WHILE_SPEAKING = EndpointConfig(threshold=0.6, start=0.3, stop=0.2)
+# pausing it (echo and noise); while listening, end the turn after 0.2 s of
+# silence, and after 0.1 s start recognising what was said (SpeechPaused).
+LISTENING = EndpointConfig(threshold=0.5, start=0.2, stop=0.2, pause=0.1)
+WHILE_SPEAKING = EndpointConfig(threshold=0.6, start=0.3, stop=0.2, pause=0.1)
 
 Observer = Callable[[Session, AgentEvent], None]
 

@@ -38,7 +38,7 @@ import enum
 import logging
 from dataclasses import dataclass
 
-from .frames import SpeechEnded, SpeechStarted
+from .frames import SpeechEnded, SpeechPaused, SpeechStarted
 
 __all__ = ["EndpointConfig", "Endpointer", "EndpointEvent", "HYSTERESIS"]
 
@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 #: Gap between the speech threshold and the silence threshold (as in Silero's iterator).
 HYSTERESIS = 0.15
 
-EndpointEvent = SpeechStarted | SpeechEnded
+EndpointEvent = SpeechStarted | SpeechPaused | SpeechEnded
 _NONE: tuple[EndpointEvent, ...] = ()
 
 
@@ -61,6 +61,9 @@ class EndpointConfig:
     ``start``: seconds of unbroken voiced windows before SpeechStarted (onset).
     ``stop``: seconds of unvoiced windows before SpeechEnded (hangover).
     ``min_speech``: seconds a turn must span before a hangover may end it.
+    ``pause``: seconds of unvoiced windows, shorter than ``stop``, after which a
+    ``SpeechPaused`` is sent once per silence (None: never), so recognition can
+    start while the hangover runs.
     """
 
     threshold: float = 0.5
@@ -68,6 +71,7 @@ class EndpointConfig:
     stop: float = 0.2
     min_speech: float = 0.0
     silence: float | None = None
+    pause: float | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold <= 1.0:
@@ -76,6 +80,8 @@ class EndpointConfig:
             raise ValueError(
                 f"endpoint silence threshold must be in (0, threshold={self.threshold}], got {self.silence}"
             )
+        if self.pause is not None and not 0.0 < self.pause < self.stop:
+            raise ValueError(f"endpoint pause must be in (0, stop={self.stop}), got {self.pause}")
         for field_name in ("start", "stop", "min_speech"):
             value = getattr(self, field_name)
             if not 0.0 <= value <= 60.0:
@@ -124,6 +130,8 @@ class Endpointer:
         "_turn",
         "started",
         "ended",
+        "_pause",
+        "_paused",
     )
 
     def __init__(self, config: EndpointConfig | None = None, rate: int = 16000, first_turn: int = 1) -> None:
@@ -136,6 +144,7 @@ class Endpointer:
         self._onset_time = 0.0
         self._end_pts = 0  # end of the last voiced window, i.e. where speech ended
         self._end_time = 0.0
+        self._paused = False  # SpeechPaused sent for the current silence
         self._turn = first_turn - 1
         self.started = 0  # SpeechStarted emitted
         self.ended = 0  # SpeechEnded emitted
@@ -155,6 +164,7 @@ class Endpointer:
         self._start = round(config.start * self.rate)
         self._stop = round(config.stop * self.rate)
         self._min = round(config.min_speech * self.rate)
+        self._pause = None if config.pause is None else round(config.pause * self.rate)
 
     @property
     def turn(self) -> int:
@@ -189,6 +199,7 @@ class Endpointer:
                 state = self._state = _State.ONSET
             elif state is _State.HANGOVER:
                 state = self._state = _State.SPEECH
+                self._paused = False
             if state is _State.ONSET:
                 if end - self._onset_pts >= self._start:
                     self._end_pts = end
@@ -210,7 +221,11 @@ class Endpointer:
             state = self._state = _State.HANGOVER
         if end - self._end_pts >= self._stop and self._end_pts - self._onset_pts >= self._min:
             self._state = _State.QUIET
+            self._paused = False
             return (self._ended(),)
+        if self._pause is not None and not self._paused and end - self._end_pts >= self._pause:
+            self._paused = True
+            return (SpeechPaused(self._end_pts, self.rate, self._end_time, self._turn),)
         return _NONE
 
     def flush(self) -> tuple[EndpointEvent, ...]:
@@ -218,6 +233,7 @@ class Endpointer:
         state = self._state
         self._state = _State.QUIET
         self._voiced = False
+        self._paused = False
         if state is _State.SPEECH or state is _State.HANGOVER:
             return (self._ended(),)
         return _NONE

@@ -25,6 +25,7 @@ __all__ = [
     "Audio",
     "Payload",
     "SpeechStarted",
+    "SpeechPaused",
     "SpeechEnded",
     "Transcript",
     "TextChunk",
@@ -81,6 +82,18 @@ class Payload:
 @dataclass(slots=True)
 class SpeechStarted:
     """The caller started speaking at ``pts`` (samples at ``rate``)."""
+
+    pts: int
+    rate: int
+    time: float = 0.0
+    turn: int = 0
+
+
+@dataclass(slots=True)
+class SpeechPaused:
+    """The caller has been silent since ``pts`` for the endpointer's ``pause``,
+    less than its hangover: the turn may be ending. A recogniser can start on
+    what was said while the hangover runs; ``SpeechEnded`` still decides."""
 
     pts: int
     rate: int
@@ -154,7 +167,9 @@ class EndOfStream:
     extra: dict[str, object] = field(default_factory=dict)
 
 
-DataFrame = Audio | Payload | SpeechStarted | SpeechEnded | Transcript | TextChunk | Dtmf | Mark
+DataFrame = (
+    Audio | Payload | SpeechStarted | SpeechPaused | SpeechEnded | Transcript | TextChunk | Dtmf | Mark
+)
 ControlFrame = Interrupt | EndOfStream
 Frame = DataFrame | ControlFrame
 CONTROL_TYPES: tuple[type, ...] = (Interrupt, EndOfStream)

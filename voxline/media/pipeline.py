@@ -277,18 +277,23 @@ class Pipeline:
 
     # -- data in -------------------------------------------------------------
 
-    def push(self, frame: Frame) -> None:
-        """Hand a frame in without waiting (live audio). Never raises for stage errors."""
+    def _run_head(self, frame: Frame) -> list[Frame] | None:
+        """The transforms before the first worker; None if the frame goes no further."""
         if self.state is not PipelineState.RUNNING:
             self.rejected += 1
-            return
-        head = self._segments[0]
+            return None
         try:
-            out = head.chain(frame)
+            return self._segments[0].chain(frame)
         except StageError as exc:
             self._fail(exc)
+            return None
+
+    def push(self, frame: Frame) -> None:
+        """Hand a frame in without waiting (live audio). Never raises for stage errors."""
+        out = self._run_head(frame)
+        if out is None:
             return
-        nxt = head.next
+        nxt = self._segments[0].next
         if nxt is None:
             sink = self.sink
             for f in out:
@@ -308,16 +313,9 @@ class Pipeline:
 
     async def send(self, frame: Frame, timeout: float = 5.0) -> None:
         """Hand a frame in, waiting for room on a blocking first link."""
-        if self.state is not PipelineState.RUNNING:
-            self.rejected += 1
-            return
-        head = self._segments[0]
-        try:
-            out = head.chain(frame)
-        except StageError as exc:
-            self._fail(exc)
-            return
-        await self._forward(head, out, timeout)
+        out = self._run_head(frame)
+        if out is not None:
+            await self._forward(self._segments[0], out, timeout)
 
     async def _forward(self, seg: _Segment, out: list[Frame], timeout: float = 5.0) -> None:
         nxt = seg.next

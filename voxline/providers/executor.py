@@ -49,11 +49,11 @@ import concurrent.futures
 import logging
 import os
 import threading
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import AsyncIterator, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from .base import ProviderTimeout
+from .base import Deadlines, ProviderError, ProviderTimeout
 
 __all__ = [
     "AsyncSlots",
@@ -63,6 +63,8 @@ __all__ = [
     "ChannelClosed",
     "shared_executor",
     "load_shared",
+    "load_model",
+    "receive",
     "loaded_models",
 ]
 
@@ -363,3 +365,40 @@ class ThreadChannel(Generic[T]):
 @dataclass(frozen=True, slots=True)
 class _Failure:
     error: BaseException
+
+
+async def load_model(
+    executor: InferenceExecutor,
+    provider: str,
+    key: Hashable,
+    loader: Callable[[], T],
+    deadlines: Deadlines | None = None,
+) -> T:
+    """Load (once per process, shared by ``key``) in the executor; a missing or
+    corrupt model is a permanent ``ProviderError`` naming what to install."""
+    from .models import ModelError
+
+    wait = (deadlines or Deadlines()).connect
+    try:
+        return await executor.run(load_shared, key, loader, admit_timeout=wait)
+    except ModelError as exc:
+        raise ProviderError(provider, str(exc), retryable=False) from exc
+
+
+async def receive(
+    channel: "ThreadChannel[T]", provider: str, deadlines: Deadlines, what: str = "audio"
+) -> AsyncIterator[T]:
+    """What a worker thread puts on ``channel``, with the first-result deadline on
+    the first item and the idle deadline between the others."""
+    first = True
+    while True:
+        limit = deadlines.first_result if first else deadlines.idle
+        try:
+            async with asyncio.timeout(limit):
+                item = await channel.get()
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise ProviderTimeout(provider, f"first {what}" if first else f"next {what}", limit) from None
+        first = False
+        yield item

@@ -57,10 +57,10 @@ from ..executor import (
     ChannelClosed,
     InferenceExecutor,
     ThreadChannel,
-    load_shared,
+    load_model,
     shared_executor,
 )
-from ..models import ModelError, find_entry, resolve
+from ..models import find_entry, resolve
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -107,11 +107,7 @@ class LlamaLLM:
             return
         c = self.config
         key = ("llama", c.model, c.cache_dir, c.n_ctx, c.n_threads, c.n_threads_batch, c.n_batch, c.seed)
-        wait = (deadlines or Deadlines()).connect
-        try:
-            self._shared = await self._executor.run(load_shared, key, self._load, admit_timeout=wait)
-        except ModelError as exc:
-            raise ProviderError(self.name, str(exc), retryable=False) from exc
+        self._shared = await load_model(self._executor, self.name, key, self._load, deadlines)
 
     def _load(self) -> _Shared:
         from llama_cpp import Llama

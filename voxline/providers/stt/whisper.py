@@ -43,8 +43,13 @@ from typing import TYPE_CHECKING, Final
 import numpy as np
 
 from ..base import PCM, Deadlines, ProviderError, ProviderTimeout, Transcription
-from ..executor import AsyncSlots, InferenceExecutor, load_shared, shared_executor
-from ..models import ModelError, resolve
+from ..executor import (
+    AsyncSlots,
+    InferenceExecutor,
+    load_model,
+    shared_executor,
+)
+from ..models import resolve
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
@@ -115,13 +120,9 @@ class WhisperSTT:
             return
         c = self.config
         key = ("whisper", c.model, c.cache_dir, c.compute_type, c.cpu_threads, c.num_workers)
-        wait = (deadlines or Deadlines()).connect
-        try:
-            # The first load (1-1.5 s) must not count against a call's connect
-            # deadline; later calls find the model loaded and return at once.
-            self._shared = await self._executor.run(load_shared, key, self._load, admit_timeout=wait)
-        except ModelError as exc:
-            raise ProviderError(self.name, str(exc), retryable=False) from exc
+        # The first load (1-1.5 s) must not count against a call's connect
+        # deadline; later calls find the model loaded and return at once.
+        self._shared = await load_model(self._executor, self.name, key, self._load, deadlines)
 
     def _load(self) -> _Shared:
         from faster_whisper import WhisperModel

@@ -34,7 +34,6 @@ import glob
 import importlib.util
 import logging
 import threading
-import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,13 +41,14 @@ from typing import Final
 
 import numpy as np
 
-from ..base import PCM, Deadlines, ProviderError, ProviderTimeout
+from ..base import PCM, Deadlines, ProviderError
 from ..executor import (
     AsyncSlots,
     ChannelClosed,
     InferenceExecutor,
     ThreadChannel,
     load_shared,
+    receive,
     shared_executor,
 )
 
@@ -210,22 +210,9 @@ class EspeakTTS:
             except BaseException as exc:
                 channel.close(exc if isinstance(exc, ProviderError) else ProviderError(self.name, repr(exc)))
 
-        started = time.monotonic()
         done = await self._executor.submit(job, admit_timeout=d.first_result, model=engine.slots)
         try:
-            first = True
-            while True:
-                limit = d.first_result if first else d.idle
-                try:
-                    async with asyncio.timeout(limit):
-                        chunk = await channel.get()
-                except StopAsyncIteration:
-                    break
-                except TimeoutError:
-                    raise ProviderTimeout(self.name, "first audio" if first else "next audio", limit) from None
-                if first:
-                    log.debug("espeak first audio after %.1f ms", (time.monotonic() - started) * 1000)
-                    first = False
+            async for chunk in receive(channel, self.name, d):
                 yield chunk
         finally:
             channel.cancel()  # the callback sees it and aborts within one chunk

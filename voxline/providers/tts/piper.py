@@ -28,16 +28,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..base import PCM, Deadlines, ProviderError, ProviderTimeout
+from ..base import PCM, Deadlines, ProviderError
 from ..executor import (
     AsyncSlots,
     ChannelClosed,
     InferenceExecutor,
     ThreadChannel,
-    load_shared,
+    load_model,
+    receive,
     shared_executor,
 )
-from ..models import ModelError, find_entry, resolve
+from ..models import find_entry, resolve
 
 if TYPE_CHECKING:
     from piper import PiperVoice, SynthesisConfig
@@ -84,11 +85,7 @@ class PiperTTS:
             return
         c = self.config
         key = ("piper", c.model, c.cache_dir, c.intra_op_threads, c.concurrency)
-        wait = (deadlines or Deadlines()).connect
-        try:
-            shared = await self._executor.run(load_shared, key, self._load, admit_timeout=wait)
-        except ModelError as exc:
-            raise ProviderError(self.name, str(exc), retryable=False) from exc
+        shared = await load_model(self._executor, self.name, key, self._load, deadlines)
         self._shared = shared
         self.sample_rate = shared.voice.config.sample_rate
 
@@ -146,22 +143,9 @@ class PiperTTS:
             except BaseException as exc:
                 channel.close(ProviderError(self.name, f"synthesis failed: {exc!r}"))
 
-        started = time.monotonic()
         done = await self._executor.submit(job, admit_timeout=d.first_result, model=shared.slots)
         try:
-            first = True
-            while True:
-                limit = d.first_result if first else d.idle
-                try:
-                    async with asyncio.timeout(limit):
-                        chunk = await channel.get()
-                except StopAsyncIteration:
-                    break
-                except TimeoutError:
-                    raise ProviderTimeout(self.name, "first audio" if first else "next audio", limit) from None
-                if first:
-                    log.debug("piper first audio after %.1f ms", (time.monotonic() - started) * 1000)
-                    first = False
+            async for chunk in receive(channel, self.name, d):
                 yield chunk
         finally:
             channel.cancel()
