@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from voxline.config import ServiceConfig
+from voxline.config import load_config
 from voxline.control.runtime import Runtime
 from voxline.control.session import SessionRegistry
 from voxline.media.frames import Audio, Frame
@@ -66,7 +66,7 @@ async def synthesise(runtime: Runtime, text: str) -> np.ndarray:
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     registry = SessionRegistry(4)
-    cfg = ServiceConfig(greet=False, vad="silero")
+    cfg = load_config(overrides={"greet": False, "vad": "silero"})  # VOXLINE_* env applies
     runtime = Runtime(cfg, registry)
     t_load = time.perf_counter()
     await runtime.start()

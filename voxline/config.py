@@ -55,6 +55,9 @@ class LlmConfig:
     api_key: str = ""
     max_tokens: int = 120
     temperature: float = 0.6
+    # llama.cpp threads. 1 by default: this build's OpenMP threads spin while
+    # waiting, and 2 collapse when anything else needs a core (see llm/llama.py).
+    threads: int = 1
     fallback: tuple[str, ...] = ()  # further engines to try, e.g. ("llama",)
 
 

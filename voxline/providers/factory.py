@@ -72,7 +72,7 @@ def _one_llm(engine: str, cfg: LlmConfig) -> LanguageModel:
 
         model = cfg.model if cfg.engine == "llama" else "qwen2.5-0.5b-instruct"
         return LlamaLLM(LlamaConfig(model=LLAMA_MODELS.get(model, model), max_tokens=cfg.max_tokens,
-                                    temperature=cfg.temperature))
+                                    temperature=cfg.temperature, n_threads=cfg.threads))
     if engine == "openai":
         from .llm.openai_compat import OpenAICompatLLM
 
