@@ -334,6 +334,8 @@ async def test_speculative_finalize_during_the_hangover_answers_from_the_early_t
     assert call.stt.utterances[0] >= 0.6 * RATE and call.stt.utterances[1:] == [0]
     assert call.llm.calls[0][-1]["content"] == "what time is it"
     assert call.samples_of(1) == 7 * 4000
+    said = [e.data["text"] for e in call.events if e.kind == "transcript" and e.data["who"] == "caller"]
+    assert said == ["what time is it"]  # the empty final is not reported as words
     await call.pipe.stop()
 
 

@@ -335,7 +335,8 @@ class Assistant:
                 if not result.final:
                     self._report("transcript", turn, {"text": result.text, "final": False, "who": "caller"})
                     continue
-                self._report("transcript", turn, {"text": result.text, "final": True, "who": "caller"})
+                if result.text.strip():  # an empty final (after a speculative one) says nothing
+                    self._report("transcript", turn, {"text": result.text, "final": True, "who": "caller"})
                 self._apply(self.machine.handle(Event.TRANSCRIPT, result.text))
         except asyncio.CancelledError:
             raise
