@@ -19,16 +19,21 @@ drives ``TurnMachine`` and performs its actions:
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
-from voxline.media.frames import Audio, Dtmf, Frame, Mark, SpeechEnded, SpeechPaused, SpeechStarted
+from voxline.media.frames import (
+    Audio,
+    Dtmf,
+    Frame,
+    Mark,
+    SpeechEnded,
+    SpeechPaused,
+    SpeechStarted,
+)
 from voxline.media.link import Overflow
 from voxline.media.stage import Emit, StageContext
 from voxline.providers.base import (
@@ -36,13 +41,16 @@ from voxline.providers.base import (
     Deadlines,
     LanguageModel,
     ProviderError,
-    Recognition,
     SpeechToText,
     TextToSpeech,
+    Transcription,
 )
 
 from .context import Conversation
+from .events import AgentEvent, Observer
+from .listener import Listener
 from .prompts import APOLOGY, GREETING, SYSTEM_PROMPT
+from .reply import Reply
 from .sentences import SentenceSplitter
 from .turns import Action, Event, State, TurnMachine
 
@@ -73,38 +81,6 @@ class AssistantConfig:
     budget_first_token: float = 0.25
     budget_first_sentence: float = 0.25
     budget_first_tts_audio: float = 0.15
-
-
-@dataclass(frozen=True, slots=True)
-class AgentEvent:
-    """What a session reports to its observers (the control API's event stream)."""
-
-    kind: str  # state, transcript, reply, heard, error, dtmf
-    turn: int
-    data: dict[str, object]
-
-
-Observer = Callable[[AgentEvent], None]
-
-
-class _Reply:
-    """One reply in flight: its task, its audio, and what of it was heard."""
-
-    __slots__ = ("turn", "task", "pcm", "kept", "samples", "emitted", "hold", "text", "pieces", "done", "full")
-
-    def __init__(self, turn: int) -> None:
-        self.turn = turn
-        self.task: asyncio.Task[None] | None = None
-        # The newest produced audio (bounded), so a resume can replay what was not heard.
-        self.pcm: collections.deque[PCM] = collections.deque()
-        self.kept = 0  # samples in ``pcm``
-        self.samples = 0  # samples produced since the reply began
-        self.emitted = 0  # samples sent downstream
-        self.hold = False  # paused by caller speech, or a resume is catching up
-        self.text: list[tuple[int, str]] = []  # (sample offset where a piece starts, piece)
-        self.pieces = 0
-        self.done = False
-        self.full = ""  # the whole reply as written; the context gets it once it is played
 
 
 class Assistant:
@@ -149,21 +125,17 @@ class Assistant:
         self._observer = observer
         self._ctx: StageContext | None = None
         self._emit: Emit | None = None
-        self._rec: Recognition | None = None
-        self._results: asyncio.Task[None] | None = None
         self._confirm: asyncio.Task[None] | None = None
-        self._reply: _Reply | None = None
+        self._reply: Reply | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._preroll: collections.deque[Audio] = collections.deque()
-        self._listening = False
-        self._sent_samples = 0
         self._turn = 0
-        self._rate = stt.sample_rate
-        self._last_arrival: tuple[int, float] = (0, 0.0)  # (pts, arrival) of the latest audio
         self._offline_next = False  # the next START_SAY speaks in the offline voice
-        self._paused_at: int | None = None  # pts where the caller paused (speculative finalize)
-        self._held: list[Audio] = []  # caller audio since that pause, not yet sent
         self.errors: dict[str, int] = {}
+        self.listener = Listener(
+            stt, preroll=cfg.preroll, max_utterance=cfg.max_utterance, speculative=cfg.speculative,
+            deadlines=cfg.deadlines, on_result=self._on_result, on_failure=self._stt_failed,
+            spawn=self._spawn,
+        )
 
     # -- pipeline hooks ------------------------------------------------------
 
@@ -173,25 +145,25 @@ class Assistant:
     def attach_emit(self, emit: Emit) -> None:
         self._emit = emit
         # Open the recogniser now, so the first utterance does not wait on a connect.
-        self._spawn(self._open_recognition(), "stt-open")
+        self._spawn(self.listener.open(), "stt-open")
         if self.config.greeting:
             self.say(self.config.greeting)
 
     async def process(self, frame: Frame, emit: Emit) -> None:
         t = type(frame)
         if t is Audio:
-            await self._on_audio(frame)  # type: ignore[arg-type]
+            await self.listener.audio(frame)  # type: ignore[arg-type]
         elif t is SpeechStarted:
             await self._on_speech_started(frame)  # type: ignore[arg-type]
         elif t is SpeechPaused:
-            await self._on_speech_paused(frame)  # type: ignore[arg-type]
+            await self.listener.paused(frame)  # type: ignore[arg-type]
         elif t is SpeechEnded:
             await self._on_speech_ended(frame)  # type: ignore[arg-type]
         elif t is Dtmf:
             self._report("dtmf", frame.turn, {"digit": frame.digit})  # type: ignore[union-attr]
 
     async def close(self) -> None:
-        tasks = [t for t in (self._results, self._confirm) if t is not None]
+        tasks = [t for t in (self._confirm,) if t is not None]
         tasks += list(self._tasks)
         if self._reply is not None and self._reply.task is not None:
             tasks.append(self._reply.task)
@@ -200,10 +172,7 @@ class Assistant:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if self._rec is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._rec.aclose(), self.config.deadlines.connect)
-            self._rec = None
+        await self.listener.close()
 
     def on_mark(self, mark: Mark, at: float) -> None:
         """Playout reached ``mark`` (wire this to ``Playout(on_mark=...)``)."""
@@ -241,117 +210,33 @@ class Assistant:
 
     # -- caller side ---------------------------------------------------------
 
-    async def _on_audio(self, frame: Audio) -> None:
-        self._last_arrival = (frame.pts + frame.samples, frame.arrival)
-        if not self._listening:
-            self._preroll.append(frame)
-            limit = int(self.config.preroll * self._rate)
-            while self._preroll and frame.pts - self._preroll[0].pts > limit:
-                self._preroll.popleft()
-            return
-        if self._sent_samples > self.config.max_utterance * self._rate:
-            self._count("utterance_too_long")
-            return
-        if self._paused_at is not None:
-            if len(self._held) < self.config.max_utterance * 50:
-                self._held.append(frame)
-            return
-        await self._send(frame.pcm)
-
-    async def _release_held(self, until: int | None) -> None:
-        """Send held audio before ``until`` (speech went on after the pause); drop the rest."""
-        held, self._held = self._held, []
-        self._paused_at = None
-        if until is not None:
-            keep = [f.pcm for f in held if f.pts < until]
-            if keep:
-                await self._send(np.concatenate(keep))
-
-    async def _on_speech_paused(self, ev: SpeechPaused) -> None:
-        if not (self.config.speculative and self._listening and self._rec is not None):
-            return
-        if self._paused_at is not None:
-            await self._release_held(ev.pts)  # it spoke again, and paused again
-        self._paused_at = ev.pts
-        self._spawn(self._finalize(), "stt-speculative")
-
-    async def _send(self, pcm: PCM) -> None:
-        rec = self._rec
-        if rec is None:
-            return
-        try:
-            await asyncio.wait_for(rec.send(pcm), self.config.deadlines.idle)
-            self._sent_samples += len(pcm)
-        except (ProviderError, TimeoutError, OSError) as exc:
-            self._stt_failed(exc)
-
     async def _on_speech_started(self, ev: SpeechStarted) -> None:
         self._turn = ev.turn
         self._report("state", ev.turn, {"caller": "speaking"})
-        if self._rec is None:
-            await self._open_recognition()
-        self._listening = True
-        self._sent_samples = 0
-        self._held, self._paused_at = [], None
-        start = ev.pts - int(0.1 * self._rate)  # a little before the onset the VAD found
-        preroll = [f.pcm for f in self._preroll if f.pts + f.samples > start]
-        self._preroll.clear()
-        if preroll:
-            await self._send(np.concatenate(preroll))
+        await self.listener.started(ev)
         self._apply(self.machine.handle(Event.SPEECH_STARTED))
 
     async def _on_speech_ended(self, ev: SpeechEnded) -> None:
-        ctx = self._ctx
-        if ctx is not None:
-            # When the speech ended in the audio, from the arrival of the newest
-            # frame: voice-to-voice counts the VAD's hangover, as the caller does.
-            pts, arrival = self._last_arrival
-            ctx.mark(ev.turn, "speech_end", arrival - max(0, pts - ev.pts) / ev.rate)
-            ctx.mark(ev.turn, "vad_end")
-        if self._paused_at is not None:
-            # Speech after the speculative pause goes to the recogniser; silence does not.
-            resumed = ev.pts > self._paused_at
-            await self._release_held(ev.pts + int(0.05 * ev.rate) if resumed else None)
-        self._listening = False
+        if self._ctx is not None:
+            self._ctx.mark(ev.turn, "speech_end", self.listener.speech_end_time(ev))
+            self._ctx.mark(ev.turn, "vad_end")
+        await self.listener.ended(ev)
         self._report("state", ev.turn, {"caller": "silent"})
         self._apply(self.machine.handle(Event.SPEECH_ENDED))
 
-    async def _open_recognition(self) -> None:
-        if self._rec is not None:
+    def _on_result(self, result: Transcription) -> None:
+        turn = self._turn
+        if not result.final:
+            self._report("transcript", turn, {"text": result.text, "final": False, "who": "caller"})
             return
-        try:
-            self._rec = await asyncio.wait_for(
-                self.stt.open(self.config.deadlines), self.config.deadlines.connect
-            )
-        except (ProviderError, TimeoutError, OSError) as exc:
-            self._stt_failed(exc)
-            return
-        self._results = self._spawn(self._read_results(self._rec), "stt-results")
-
-    async def _read_results(self, rec: Recognition) -> None:
-        try:
-            async for result in rec.results():
-                turn = self._turn
-                if not result.final:
-                    self._report("transcript", turn, {"text": result.text, "final": False, "who": "caller"})
-                    continue
-                if result.text.strip():  # an empty final (after a speculative one) says nothing
-                    self._report("transcript", turn, {"text": result.text, "final": True, "who": "caller"})
-                self._apply(self.machine.handle(Event.TRANSCRIPT, result.text))
-        except asyncio.CancelledError:
-            raise
-        except (ProviderError, TimeoutError, OSError) as exc:
-            self._stt_failed(exc)
+        if result.text.strip():  # an empty final (after a speculative one) says nothing
+            self._report("transcript", turn, {"text": result.text, "final": True, "who": "caller"})
+        self._apply(self.machine.handle(Event.TRANSCRIPT, result.text))
 
     def _stt_failed(self, exc: BaseException) -> None:
         self._count("stt")
         log.warning("speech recognition failed: %s", exc, extra={"turn_id": self._turn})
         self._report("error", self._turn, {"provider": "stt", "error": str(exc)})
-        rec, self._rec = self._rec, None
-        if self._results is not None and self._results is not asyncio.current_task():
-            self._results.cancel()
-        if rec is not None:
-            self._spawn(self._close_quietly(rec), "stt-close")
         # Whatever the caller said this turn is lost: apologise once their turn has
         # ended (now, or at finalize), and listen again; the next SpeechStarted
         # opens a new recognition.
@@ -361,10 +246,6 @@ class Assistant:
     def _apologise_offline(self) -> None:
         self._offline_next = True
         self._apply(self.machine.handle(Event.SAY, self.config.apology))
-
-    async def _close_quietly(self, rec: Recognition) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(rec.aclose(), self.config.deadlines.connect)
 
     # -- actions -------------------------------------------------------------
 
@@ -396,14 +277,8 @@ class Assistant:
         self._report("state", self._turn, {"agent": state.value})
 
     async def _finalize(self) -> None:
-        rec = self._rec
-        if rec is None:
+        if not await self.listener.finalize():
             self._apologise_offline()
-            return
-        try:
-            await asyncio.wait_for(rec.finalize(), self.config.deadlines.first_result)
-        except (ProviderError, TimeoutError, OSError) as exc:
-            self._stt_failed(exc)
 
     def _start_confirm_timer(self) -> None:
         if self._confirm is not None:
@@ -451,12 +326,9 @@ class Assistant:
         if reply is None:
             return
         position = int(self._heard_s(reply) * self.tts.sample_rate)
-        while position < reply.samples and self._reply is reply:
-            first = reply.samples - reply.kept  # offset of the oldest kept sample
-            pcm = np.concatenate(list(reply.pcm))[max(0, position - first) :]
+        while (pcm := reply.unheard(position)) is not None and self._reply is reply:
             position = reply.samples
             await self._emit_frame(Audio(pcm, self.tts.sample_rate, 0, self._now(), reply.turn))
-        reply.emitted = reply.samples
         reply.hold = False
         if reply.done and self._reply is reply:
             await self._emit_frame(Mark(REPLY_END, self._now(), reply.turn))
@@ -466,12 +338,12 @@ class Assistant:
     def _start_reply(self, turn: int, text: str, *, say: bool = False, offline: bool = False) -> None:
         if self._reply is not None:
             self._cancel_reply()
-        reply = _Reply(turn)
+        reply = Reply(turn, int(self.config.max_held_audio * self.tts.sample_rate))
         self._reply = reply
         coro = self._speak_text(reply, text, offline) if say else self._answer(reply, text)
         reply.task = self._spawn(coro, f"reply-{turn}")
 
-    async def _answer(self, reply: _Reply, text: str) -> None:
+    async def _answer(self, reply: Reply, text: str) -> None:
         self.conversation.add_user(text)
         messages = self.conversation.messages()
         queue: asyncio.Queue[str | None] = asyncio.Queue(SENTENCE_QUEUE)
@@ -493,7 +365,7 @@ class Assistant:
         if not reply.hold:
             await self._emit_frame(Mark(REPLY_END, self._now(), reply.turn))
 
-    async def _apologise(self, reply: _Reply) -> None:
+    async def _apologise(self, reply: Reply) -> None:
         try:
             await self._speak(reply, self.config.apology, self.fallback_tts)
         except (ProviderError, TimeoutError, OSError) as exc:
@@ -502,7 +374,7 @@ class Assistant:
 
     async def _generate(
         self,
-        reply: _Reply,
+        reply: Reply,
         messages: list,  # type: ignore[type-arg]
         queue: asyncio.Queue[str | None],
         produced: list[str],
@@ -523,20 +395,20 @@ class Assistant:
             with contextlib.suppress(asyncio.QueueFull):
                 queue.put_nowait(None)
 
-    async def _queue_sentence(self, reply: _Reply, queue: asyncio.Queue[str | None], sentence: str) -> None:
+    async def _queue_sentence(self, reply: Reply, queue: asyncio.Queue[str | None], sentence: str) -> None:
         if reply.pieces == 0 and self._ctx is not None:
             self._ctx.mark(reply.turn, "first_sentence")
         reply.pieces += 1
         await asyncio.wait_for(queue.put(sentence), self.config.deadlines.total)
 
-    async def _voice(self, reply: _Reply, queue: asyncio.Queue[str | None], tts: TextToSpeech) -> None:
+    async def _voice(self, reply: Reply, queue: asyncio.Queue[str | None], tts: TextToSpeech) -> None:
         while True:
             sentence = await asyncio.wait_for(queue.get(), self.config.deadlines.total)
             if sentence is None:
                 return
             await self._speak(reply, sentence, tts)
 
-    async def _speak_text(self, reply: _Reply, text: str, offline: bool) -> None:
+    async def _speak_text(self, reply: Reply, text: str, offline: bool) -> None:
         tts = self.fallback_tts if offline else self.tts
         if self._ctx is not None:
             self._ctx.mark(reply.turn, "first_sentence")
@@ -553,8 +425,8 @@ class Assistant:
         if not reply.hold:
             await self._emit_frame(Mark(REPLY_END, self._now(), reply.turn))
 
-    async def _speak(self, reply: _Reply, text: str, tts: TextToSpeech) -> None:
-        reply.text.append((reply.samples, text))
+    async def _speak(self, reply: Reply, text: str, tts: TextToSpeech) -> None:
+        reply.start_piece(text)
         async for pcm in tts.synthesize(text, self.config.deadlines):
             if tts.sample_rate != self.tts.sample_rate:
                 from voxline.media.resample import resample_chunk
@@ -562,22 +434,16 @@ class Assistant:
                 pcm = resample_chunk(pcm, tts.sample_rate, self.tts.sample_rate)
             await self._out(reply, pcm)
 
-    async def _out(self, reply: _Reply, pcm: PCM) -> None:
+    async def _out(self, reply: Reply, pcm: PCM) -> None:
         if not len(pcm):
             return
         if reply.samples == 0 and self._ctx is not None:
             self._ctx.mark(reply.turn, "first_tts_audio")
-        reply.samples += len(pcm)
-        reply.pcm.append(pcm)
-        reply.kept += len(pcm)
-        limit = int(self.config.max_held_audio * self.tts.sample_rate)
-        while reply.kept > limit and len(reply.pcm) > 1:
-            reply.kept -= len(reply.pcm.popleft())
+        reply.add(pcm)
         if reply.hold:
             return
         if self.machine.state is State.THINKING:
             self._apply(self.machine.handle(Event.REPLY_AUDIO))
-        reply.emitted = reply.samples
         await self._emit_frame(Audio(pcm, self.tts.sample_rate, 0, self._now(), reply.turn))
 
     async def _emit_frame(self, frame: Frame) -> None:
@@ -586,25 +452,12 @@ class Assistant:
 
     # -- reporting -----------------------------------------------------------
 
-    def _heard_s(self, reply: _Reply) -> float:
+    def _heard_s(self, reply: Reply) -> float:
         return self._heard(reply.turn) if self._heard is not None else 0.0
 
-    def _heard_text(self, reply: _Reply, complete: bool) -> str:
+    def _heard_text(self, reply: Reply, complete: bool) -> str:
         """The reply's words up to the playout position (pieces cut proportionally)."""
-        if complete:
-            return " ".join(t for _, t in reply.text)
-        heard = int(self._heard_s(reply) * self.tts.sample_rate)
-        words: list[str] = []
-        bounds = [start for start, _ in reply.text[1:]] + [reply.samples]
-        for (start, text), end in zip(reply.text, bounds):
-            if heard <= start:
-                break
-            piece = text.split()
-            if heard >= end or end <= start:
-                words += piece
-            else:
-                words += piece[: round(len(piece) * (heard - start) / (end - start))]
-        return " ".join(words)
+        return reply.heard_text(None if complete else int(self._heard_s(reply) * self.tts.sample_rate))
 
     def _now(self) -> float:
         return self._ctx.clock.now() if self._ctx is not None else 0.0

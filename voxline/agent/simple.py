@@ -14,7 +14,7 @@ from voxline.media.link import Overflow
 from voxline.media.stage import Emit, StageContext
 from voxline.providers.base import Deadlines, ProviderError, Recognition, SpeechToText
 
-from .assistant import AgentEvent, Observer
+from .events import AgentEvent, Observer
 
 __all__ = ["Echo", "Transcribe"]
 

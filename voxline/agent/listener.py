@@ -1,0 +1,200 @@
+"""The caller's side of a turn: what goes to the recogniser, and when.
+
+Caller audio is sent only while the caller speaks, starting with the pre-roll
+before the VAD's onset, so a batch recogniser decodes the utterance and not the
+silence around it. On ``SpeechPaused`` the recogniser is finalized speculatively
+and later audio is held: if the turn really ends, the held silence is dropped
+(the second finalize is empty and instant); if speech resumes, the held audio is
+sent and the recogniser's pieces are joined by the turn machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import numpy as np
+
+from voxline.media.frames import Audio, SpeechEnded, SpeechPaused, SpeechStarted
+from voxline.providers.base import (
+    PCM,
+    Deadlines,
+    ProviderError,
+    Recognition,
+    SpeechToText,
+    Transcription,
+)
+
+__all__ = ["Listener"]
+
+log = logging.getLogger(__name__)
+
+ONSET_MARGIN = 0.1  # seconds of audio before the VAD's onset that go to the recogniser
+RESUME_MARGIN = 0.05  # seconds kept after the end of speech that resumed after a pause
+
+Spawn = Callable[[Coroutine[Any, Any, None], str], "asyncio.Task[None]"]
+
+
+class Listener:
+    def __init__(
+        self,
+        stt: SpeechToText,
+        *,
+        preroll: float,
+        max_utterance: float,
+        speculative: bool,
+        deadlines: Deadlines,
+        on_result: Callable[[Transcription], None],
+        on_failure: Callable[[BaseException], None],
+        spawn: Spawn,
+    ) -> None:
+        self.stt = stt
+        self.rate = stt.sample_rate
+        self.preroll = preroll
+        self.max_samples = int(max_utterance * self.rate)
+        self.speculative = speculative
+        self.deadlines = deadlines
+        self._on_result = on_result
+        self._on_failure = on_failure
+        self._spawn = spawn
+        self._rec: Recognition | None = None
+        self._results: asyncio.Task[None] | None = None
+        self._preroll: collections.deque[Audio] = collections.deque()
+        self._listening = False
+        self._sent = 0  # samples sent this utterance
+        self._paused_at: int | None = None  # pts where the caller paused (speculative finalize)
+        self._held: list[Audio] = []  # caller audio since that pause, not yet sent
+        self._last: tuple[int, float] = (0, 0.0)  # (end pts, arrival) of the newest audio
+        self.too_long = 0  # frames not sent: the utterance passed max_utterance
+
+    @property
+    def connected(self) -> bool:
+        return self._rec is not None
+
+    async def open(self) -> None:
+        if self._rec is not None:
+            return
+        try:
+            self._rec = await asyncio.wait_for(self.stt.open(self.deadlines), self.deadlines.connect)
+        except (ProviderError, TimeoutError, OSError) as exc:
+            self.fail(exc)
+            return
+        self._results = self._spawn(self._read(self._rec), "stt-results")
+
+    async def audio(self, frame: Audio) -> None:
+        self._last = (frame.pts + frame.samples, frame.arrival)
+        if not self._listening:
+            self._preroll.append(frame)
+            limit = int(self.preroll * self.rate)
+            while self._preroll and frame.pts - self._preroll[0].pts > limit:
+                self._preroll.popleft()
+            return
+        if self._sent > self.max_samples:
+            self.too_long += 1
+            return
+        if self._paused_at is not None:
+            if len(self._held) * frame.samples < self.max_samples:
+                self._held.append(frame)
+            return
+        await self._send(frame.pcm)
+
+    async def started(self, ev: SpeechStarted) -> None:
+        if self._rec is None:
+            await self.open()
+        self._listening = True
+        self._sent = 0
+        self._held, self._paused_at = [], None
+        start = ev.pts - int(ONSET_MARGIN * self.rate)  # a little before the onset the VAD found
+        preroll = [f.pcm for f in self._preroll if f.pts + f.samples > start]
+        self._preroll.clear()
+        if preroll:
+            await self._send(np.concatenate(preroll))
+
+    async def paused(self, ev: SpeechPaused) -> None:
+        if not (self.speculative and self._listening and self._rec is not None):
+            return
+        if self._paused_at is not None:
+            await self._release(ev.pts)  # it spoke again, and paused again
+        self._paused_at = ev.pts
+        self._spawn(self._finalize_quietly(), "stt-speculative")
+
+    async def ended(self, ev: SpeechEnded) -> None:
+        if self._paused_at is not None:
+            # Speech after the speculative pause goes to the recogniser; silence does not.
+            resumed = ev.pts > self._paused_at
+            await self._release(ev.pts + int(RESUME_MARGIN * ev.rate) if resumed else None)
+        self._listening = False
+
+    def speech_end_time(self, ev: SpeechEnded) -> float:
+        """When the speech ended in the audio, from the newest frame's arrival:
+        voice-to-voice counts the VAD's hangover, as the caller does."""
+        pts, arrival = self._last
+        return arrival - max(0, pts - ev.pts) / ev.rate
+
+    async def finalize(self) -> bool:
+        """Ask for the final transcript of what was sent; False if there is no recogniser."""
+        rec = self._rec
+        if rec is None:
+            return False
+        try:
+            await asyncio.wait_for(rec.finalize(), self.deadlines.first_result)
+        except (ProviderError, TimeoutError, OSError) as exc:
+            self.fail(exc)
+        return True
+
+    def fail(self, exc: BaseException) -> None:
+        """Drop the recogniser (the next utterance opens a new one) and report."""
+        rec, self._rec = self._rec, None
+        if self._results is not None and self._results is not asyncio.current_task():
+            self._results.cancel()
+        if rec is not None:
+            self._spawn(self._close(rec), "stt-close")
+        self._on_failure(exc)
+
+    async def close(self) -> None:
+        if self._results is not None:
+            self._results.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._results
+        if self._rec is not None:
+            await self._close(self._rec)
+            self._rec = None
+
+    async def _send(self, pcm: PCM) -> None:
+        rec = self._rec
+        if rec is None:
+            return
+        try:
+            await asyncio.wait_for(rec.send(pcm), self.deadlines.idle)
+            self._sent += len(pcm)
+        except (ProviderError, TimeoutError, OSError) as exc:
+            self.fail(exc)
+
+    async def _release(self, until: int | None) -> None:
+        """Send held audio before ``until`` (speech went on after the pause); drop the rest."""
+        held, self._held = self._held, []
+        self._paused_at = None
+        if until is not None:
+            keep = [f.pcm for f in held if f.pts < until]
+            if keep:
+                await self._send(np.concatenate(keep))
+
+    async def _finalize_quietly(self) -> None:
+        await self.finalize()
+
+    async def _read(self, rec: Recognition) -> None:
+        try:
+            async for result in rec.results():
+                self._on_result(result)
+        except asyncio.CancelledError:
+            raise
+        except (ProviderError, TimeoutError, OSError) as exc:
+            self.fail(exc)
+
+    async def _close(self, rec: Recognition) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(rec.aclose(), self.deadlines.connect)
