@@ -380,6 +380,9 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     metrics_ = app[METRICS]
     runtime = app[FACTORY](app[CONFIG], app[SESSIONS], metrics_.observe)
     app[RUNTIME] = runtime
+    provider_stats = getattr(runtime, "provider_stats", None)
+    if provider_stats is not None:
+        metrics_.watch_providers(provider_stats)
     state = app[STATE]
     state.start_task = asyncio.create_task(runtime.start(), name="runtime-start")
     state.start_task.add_done_callback(_report_start)

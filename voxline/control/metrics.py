@@ -17,7 +17,7 @@ pipeline, route templates, end-reason prefixes) so cardinality stays bounded.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -91,10 +91,41 @@ class _Totals:
             lrow[1] += flushed
 
 
+BREAKER_VALUE = {"closed": 0.0, "half_open": 0.5, "open": 1.0}
+
+
+def _provider_families(rows: list[dict[str, Any]]) -> Iterator[Metric]:
+    """Requests, failures, first-result time per provider; breaker state per chain member."""
+    req = CounterMetricFamily("voxline_provider_requests", "Requests per provider", labels=["provider", "kind"])
+    fail = CounterMetricFamily("voxline_provider_failures", "Failed requests per provider",
+                               labels=["provider", "kind"])
+    first_s = CounterMetricFamily("voxline_provider_first_result_seconds",
+                                  "Time to the first result (token, audio, final transcript), total",
+                                  labels=["provider", "kind"])
+    first_n = CounterMetricFamily("voxline_provider_first_results", "Requests that produced a first result",
+                                  labels=["provider", "kind"])
+    breaker = GaugeMetricFamily("voxline_provider_breaker_state",
+                                "Circuit breaker per fallback member: 0 closed, 0.5 half-open, 1 open",
+                                labels=["chain", "provider"])
+    for row in rows[:MAX_PROVIDERS]:
+        labels = [str(row["provider"]), str(row["kind"])]
+        req.add_metric(labels, row["requests"])
+        fail.add_metric(labels, row["failures"])
+        first_s.add_metric(labels, row["first_result_seconds"])
+        first_n.add_metric(labels, row["first_result_count"])
+        for member in row.get("members", ()):
+            state = member.get("breaker", {})
+            state = state.get("state") if isinstance(state, dict) else state
+            breaker.add_metric([str(row["provider"]), str(member.get("name"))],
+                               BREAKER_VALUE.get(str(state), 1.0))
+    yield from (req, fail, first_s, first_n, breaker)
+
+
 class _ScrapeCollector(Collector):
     def __init__(self, sessions: SessionRegistry, retired: _Totals) -> None:
         self._sessions = sessions
         self._retired = retired
+        self.providers: Callable[[], list[dict[str, Any]]] | None = None
 
     def collect(self) -> Iterator[Metric]:
         reg = self._sessions
@@ -147,6 +178,13 @@ class _ScrapeCollector(Collector):
             flushed_f.add_metric([name], link[name][1])
         yield drops
         yield flushed_f
+        if self.providers is not None:
+            try:
+                rows = self.providers()
+            except Exception:  # a scrape must not fail on one source
+                log.exception("provider stats failed")
+                rows = []
+            yield from _provider_families(rows)
 
 
 class Metrics:
@@ -190,7 +228,8 @@ class Metrics:
             "voxline_event_stream_dropped", "Session events a slow WebSocket client lost", registry=r
         )
         self._providers: set[str] = set()
-        r.register(_ScrapeCollector(sessions, self._retired))
+        self._collector = _ScrapeCollector(sessions, self._retired)
+        r.register(self._collector)
 
     def observe(self, session: Session, event: AgentEvent) -> None:
         """The runtime's observer: every AgentEvent of every session passes here."""
@@ -227,6 +266,10 @@ class Metrics:
                 return "other"
             self._providers.add(label)
         return label
+
+    def watch_providers(self, source: Callable[[], list[dict[str, Any]]]) -> None:
+        """Read provider counters and breaker states from ``source`` at scrape time."""
+        self._collector.providers = source
 
     def session_ended(self, session: Session) -> None:
         """The registry's on_end: keep the ended pipeline's totals in the counters."""

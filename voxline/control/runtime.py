@@ -70,8 +70,11 @@ class Runtime:
     @property
     def providers(self) -> Providers:
         if self._providers is None:
-            self._providers = build_providers(self.config.providers)
+            self._providers = build_providers(self.config.providers).metered()
         return self._providers
+
+    def provider_stats(self) -> list[dict[str, Any]]:
+        return self._providers.stats() if self._providers is not None else []
 
     async def start(self) -> None:
         if self.config.vad == "silero":

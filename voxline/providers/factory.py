@@ -27,6 +27,28 @@ class Providers:
     tts: TextToSpeech
     offline: TextToSpeech  # the voice that apologises when everything else fails
 
+    def metered(self) -> Providers:
+        """The same providers, each counting requests, failures and first-result time."""
+        from .metered import MeteredLLM, MeteredSTT, MeteredTTS
+
+        return Providers(MeteredSTT(self.stt), MeteredLLM(self.llm), MeteredTTS(self.tts),
+                         MeteredTTS(self.offline))
+
+    def stats(self) -> list[dict[str, Any]]:
+        """Per provider: requests, failures, first-result time; breaker and health
+        of each member where a fallback chain stands behind it."""
+        rows = []
+        for p in (self.stt, self.llm, self.tts, self.offline):
+            stats = getattr(p, "stats", None)
+            if stats is None:
+                continue
+            row = stats.as_dict()
+            chain_state = getattr(getattr(p, "inner", p), "state", None)
+            if callable(chain_state):
+                row["members"] = chain_state()
+            rows.append(row)
+        return rows
+
     async def load(self, deadlines: Deadlines | None = None) -> None:
         """Load every embedded model now (in the executor), so no call waits for it."""
         for p in (self.stt, self.llm, self.tts, self.offline):
@@ -37,6 +59,7 @@ class Providers:
 
 
 def _members(provider: Any) -> list[Any]:
+    provider = getattr(provider, "inner", provider)  # behind a meter
     chain = getattr(provider, "chain", None)
     members = getattr(chain, "members", None) or getattr(chain, "providers", None)
     if members:
