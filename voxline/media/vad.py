@@ -44,7 +44,33 @@ _SCALE = np.float32(1.0 / 32768.0)
 WEBRTC_RATES = (8000, 16000, 32000, 48000)
 
 
-class WebrtcVad:
+class _Endpointed:
+    """What both VAD stages share: an endpointer whose config can be swapped at
+    run time (per agent state), and the latency that config implies."""
+
+    endpointer: Endpointer
+    latency: float
+    onset_latency: float
+
+    def _decision_delay(self) -> float:
+        raise NotImplementedError
+
+    @property
+    def config(self) -> EndpointConfig:
+        return self.endpointer.config
+
+    @config.setter
+    def config(self, config: EndpointConfig) -> None:
+        self.endpointer.config = config
+        self._set_latency()
+
+    def _set_latency(self) -> None:
+        wait = self._decision_delay()
+        self.latency = wait + self.endpointer.config.stop
+        self.onset_latency = wait + self.endpointer.config.start
+
+
+class WebrtcVad(_Endpointed):
     """webrtcvad on 10, 20 or 30 ms windows; ``mode`` 0 (lenient) to 3 (aggressive)."""
 
     # No ``mark``: the agent records a turn's marks from these events' times.
@@ -81,19 +107,8 @@ class WebrtcVad:
         self.onset_latency = 0.0
         self._set_latency()
 
-    @property
-    def config(self) -> EndpointConfig:
-        return self.endpointer.config
-
-    @config.setter
-    def config(self, config: EndpointConfig) -> None:
-        self.endpointer.config = config
-        self._set_latency()
-
-    def _set_latency(self) -> None:
-        window = self.window / self.rate
-        self.latency = window + self.endpointer.config.stop
-        self.onset_latency = window + self.endpointer.config.start
+    def _decision_delay(self) -> float:
+        return self.window / self.rate  # the window must be complete
 
     def process(self, frame: Frame) -> Sequence[Frame]:
         if type(frame) is Audio:
@@ -148,7 +163,7 @@ class WebrtcVad:
         return out
 
 
-class SileroVad:
+class SileroVad(_Endpointed):
     """One call's Silero VAD: a batcher slot, a window re-buffer, an endpointer.
 
     The slot is taken at construction (so an over-full batcher refuses the call
@@ -185,19 +200,10 @@ class SileroVad:
         self.onset_latency = 0.0
         self._set_latency()
 
-    @property
-    def config(self) -> EndpointConfig:
-        return self.endpointer.config
-
-    @config.setter
-    def config(self, config: EndpointConfig) -> None:
-        self.endpointer.config = config
-        self._set_latency()
-
-    def _set_latency(self) -> None:
-        wait = self.window / self.rate + self.batcher.config.period + self.frame
-        self.latency = wait + self.endpointer.config.stop
-        self.onset_latency = wait + self.endpointer.config.start
+    def _decision_delay(self) -> float:
+        # The window, then up to one batcher tick, then one frame until process()
+        # returns the result.
+        return self.window / self.rate + self.batcher.config.period + self.frame
 
     def process(self, frame: Frame) -> Sequence[Frame]:
         if type(frame) is Audio:
