@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import aiohttp
 import pytest
+
+if TYPE_CHECKING:
+    from .providers.fake_vendors import FakeVendors
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -39,3 +45,21 @@ async def no_leaked_tasks():
     current = asyncio.current_task()
     leaked = [t for t in asyncio.all_tasks() - before if t is not current and not t.done()]
     assert not leaked, f"tasks left behind: {[t.get_name() for t in leaked]}"
+
+
+@pytest.fixture
+async def vendors() -> AsyncIterator["FakeVendors"]:
+    """Local servers speaking the vendors' wire formats (tests/providers/fake_vendors.py)."""
+    from .providers.fake_vendors import FakeVendors
+
+    v = FakeVendors()
+    await v.start()
+    yield v
+    await v.close()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    s = aiohttp.ClientSession()
+    yield s
+    await s.close()

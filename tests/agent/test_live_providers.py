@@ -4,8 +4,6 @@ and a whole conversation on the embedded models with real recorded speech."""
 from __future__ import annotations
 
 import asyncio
-import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -22,18 +20,11 @@ from voxline.media.pipeline import Pipeline
 from voxline.media.playout import Playout
 from voxline.providers.llm.openai_compat import OpenAICompatLLM
 
+from ..providers import speech
 from ..providers.fake_vendors import Behaviour, FakeVendors
 from .fakes import FakeSTT, FakeTTS
 
 RATE = 16000
-
-
-@pytest.fixture
-async def vendors() -> AsyncIterator[FakeVendors]:
-    v = FakeVendors()
-    await v.start()
-    yield v
-    await v.close()
 
 
 async def wait_for(predicate, timeout: float) -> None:  # type: ignore[no-untyped-def]
@@ -86,7 +77,7 @@ async def test_an_llm_server_dropping_its_socket_costs_one_turn_and_the_call_goe
 
 
 def words(text: str) -> set[str]:
-    return set(re.findall(r"[a-z0-9']+", text.lower()))
+    return set(speech.words(text))
 
 
 @pytest.mark.slow

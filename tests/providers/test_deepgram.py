@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import numpy as np
 import pytest
 
 from voxline.media.clock import FakeClock
-from voxline.providers.base import Deadlines, ProviderError, ProviderTimeout, Recognition, Transcription
+from voxline.providers.base import (
+    Deadlines,
+    ProviderError,
+    ProviderTimeout,
+    Recognition,
+    Transcription,
+)
 from voxline.providers.http import HttpStatusError
 from voxline.providers.stt.deepgram import DeepgramRecognition, DeepgramSTT
 
@@ -21,21 +27,6 @@ HALF_SECOND = np.zeros(8000, dtype=np.int16)  # 16 kHz: one interim per half sec
 
 # Every test here must leave no task behind (readers, keep-alives, abandoned calls).
 pytestmark = pytest.mark.usefixtures("no_leaked_tasks")
-
-
-@pytest.fixture
-async def vendors() -> AsyncIterator[FakeVendors]:
-    v = FakeVendors()
-    await v.start()
-    yield v
-    await v.close()
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    s = aiohttp.ClientSession()
-    yield s
-    await s.close()
 
 
 def stt(vendors: FakeVendors, session: aiohttp.ClientSession, **kw: object) -> DeepgramSTT:

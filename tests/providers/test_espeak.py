@@ -4,35 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import ctypes.util
-import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-import soxr
 
 from voxline.providers.base import ProviderError, TextToSpeech
-from voxline.providers.stt.whisper import WhisperSTT
 from voxline.providers.tts.espeak import EspeakConfig, EspeakTTS, find_espeak
 
+from .speech import hear, words
+
 SENTENCE = "Please call me back tomorrow morning."
-
-
-def words(text: str) -> list[str]:
-    return re.findall(r"[a-z0-9']+", text.lower())
-
-
-async def hear(audio: np.ndarray, rate: int) -> str:
-    pcm = np.clip(np.round(soxr.resample(audio.astype(np.float32), rate, 16000)), -32768, 32767).astype(np.int16)
-    rec = await WhisperSTT().open()
-    try:
-        await rec.send(pcm)
-        await rec.finalize()
-        result = await anext(aiter(rec.results()))
-    finally:
-        await rec.aclose()
-    return result.text
 
 
 async def test_satisfies_contract() -> None:

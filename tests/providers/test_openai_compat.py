@@ -17,7 +17,13 @@ import pytest
 
 from voxline.providers.base import Deadlines, Message, ProviderError, ProviderTimeout
 from voxline.providers.http import HttpStatusError, close_shared_session
-from voxline.providers.llm.openai_compat import MAX_EVENT_BYTES, OpenAICompatLLM, SSEDecoder, SSEError, SSEEvent
+from voxline.providers.llm.openai_compat import (
+    MAX_EVENT_BYTES,
+    OpenAICompatLLM,
+    SSEDecoder,
+    SSEError,
+    SSEEvent,
+)
 
 from .fake_vendors import DATA, WORDS, Behaviour, FakeVendors
 
@@ -29,21 +35,6 @@ FAST = Deadlines(connect=2.0, first_result=2.0, idle=2.0, total=10.0)
 
 # Every test here must leave no task behind (readers, keep-alives, abandoned calls).
 pytestmark = pytest.mark.usefixtures("no_leaked_tasks")
-
-
-@pytest.fixture
-async def vendors() -> AsyncIterator[FakeVendors]:
-    v = FakeVendors()
-    await v.start()
-    yield v
-    await v.close()
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    s = aiohttp.ClientSession()
-    yield s
-    await s.close()
 
 
 def llm(vendors: FakeVendors, session: aiohttp.ClientSession, key: str | None = "sk-test") -> OpenAICompatLLM:

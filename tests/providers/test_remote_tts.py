@@ -10,7 +10,13 @@ import aiohttp
 import numpy as np
 import pytest
 
-from voxline.providers.base import PCM, Deadlines, ProviderError, ProviderTimeout, TextToSpeech
+from voxline.providers.base import (
+    PCM,
+    Deadlines,
+    ProviderError,
+    ProviderTimeout,
+    TextToSpeech,
+)
 from voxline.providers.http import HttpStatusError
 from voxline.providers.tts.deepgram_tts import DeepgramTTS
 from voxline.providers.tts.elevenlabs import ElevenLabsTTS
@@ -23,21 +29,6 @@ TEXT = "Your table is booked for nine."
 
 # Every test here must leave no task behind (readers, keep-alives, abandoned calls).
 pytestmark = pytest.mark.usefixtures("no_leaked_tasks")
-
-
-@pytest.fixture
-async def vendors() -> AsyncIterator[FakeVendors]:
-    v = FakeVendors()
-    await v.start()
-    yield v
-    await v.close()
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    s = aiohttp.ClientSession()
-    yield s
-    await s.close()
 
 
 Factory = Callable[[FakeVendors, aiohttp.ClientSession], TextToSpeech]
