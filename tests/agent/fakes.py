@@ -28,7 +28,8 @@ class FakeRecognition:
         self.stt.utterances.append(self.samples)
         self.samples = 0
         text = self.stt.script.pop(0) if self.stt.script else ""
-        await self.stt.clock.sleep_until(self.stt.clock.now() + self.stt.delay)
+        if self.stt.utterances[-1]:  # like whisper, nothing sent costs no decode
+            await self.stt.clock.sleep_until(self.stt.clock.now() + self.stt.delay)
         self.queue.put_nowait(Transcription(text, True))
 
     async def results(self) -> AsyncIterator[Transcription]:

@@ -70,6 +70,7 @@ async def make_call(
     per_token: float = 0.02,
     vad: object | None = None,
     endpointing: dict[State, object] | None = None,
+    preemptive: bool = True,
 ) -> Call:
     clock = FakeClock()
     stt = FakeSTT(clock, script)
@@ -81,7 +82,7 @@ async def make_call(
     events: list[AgentEvent] = []
     agent = Assistant(
         stt, llm, tts, fallback_tts=offline, heard=playout.heard,
-        config=AssistantConfig(greeting=greeting), observer=events.append,
+        config=AssistantConfig(greeting=greeting, preemptive=preemptive), observer=events.append,
         vad=vad, endpointing=endpointing,
     )
     holder.append(agent)
@@ -349,5 +350,74 @@ async def test_speech_resuming_after_a_pause_is_recognised_and_joined() -> None:
     await call.end_at(1, call.pts)
     await call.clock.advance(3.0)
     assert call.stt.utterances[1] >= 0.5 * RATE  # what followed the pause was recognised
-    assert call.llm.calls[0][-1]["content"] == "book a table for two"
+    # A draft answered "book a table" at the pause; the caller went on, so it was
+    # cancelled unheard, and the reply answers the whole turn.
+    assert call.llm.calls[0][-1]["content"] == "book a table"
+    assert call.llm.calls[-1][-1]["content"] == "book a table for two"
+    assert call.agent.drafts == {"started": 1, "adopted": 0, "discarded": 1}
+    assert call.samples_of(1) == 7 * 4000  # one reply played, once
+    assert [m["content"] for m in call.agent.conversation.history() if m["role"] == "user"] == [
+        "book a table for two"
+    ]
+    await call.pipe.stop()
+
+
+async def test_a_draft_starts_at_the_pause_and_plays_only_once_the_turn_has_ended() -> None:
+    call = await make_call(script=("what time is it",))
+    call.pipe.push(SpeechStarted(call.pts, RATE, call.clock.now(), 1))
+    await call.talk(1, 0.6)
+    pause_pts = call.pts
+    call.pipe.push(SpeechPaused(pause_pts, RATE, call.clock.now(), 1))
+    await call.talk(1, 1.0)  # a long hangover: the draft is written and voiced meanwhile
+    assert call.llm.calls and call.llm.calls[0][-1]["content"] == "what time is it"
+    assert call.tts.texts  # voiced ahead ...
+    assert not call.audio_of(1)  # ... but nothing plays while the caller may go on
+    assert call.agent.conversation.history() == []  # nor does the context see it yet
+    ended_at = call.clock.now()
+    await call.end_at(1, pause_pts)
+    await call.clock.advance(0.02)
+    first = call.audio_of(1)
+    assert first and first[0][0] - ended_at <= 0.04  # plays at once
+    await call.clock.advance(3.0)
+    assert call.agent.state is State.LISTENING
+    assert len(call.llm.calls) == 1 and call.agent.drafts["adopted"] == 1
+    assert call.samples_of(1) == 7 * 4000
+    assert [m["role"] for m in call.agent.conversation.history()] == ["user", "assistant"]
+    marks = call.pipe.latency.turns[1].marks
+    order = ["vad_end", "transcript", "first_token", "first_sentence", "first_tts_audio", "first_played"]
+    assert [marks[m] for m in order] == sorted(marks[m] for m in order)  # work ahead counts from the end
+    said = [e.data["text"] for e in call.events if e.kind == "transcript" and e.data["who"] == "agent"]
+    assert said == ["It is noon. Have a nice day."]
+    await call.pipe.stop()
+
+
+async def test_a_second_pause_replaces_the_draft() -> None:
+    call = await make_call(script=("book a table", "for two", ""), per_token=0.2)
+    call.pipe.push(SpeechStarted(call.pts, RATE, call.clock.now(), 1))
+    await call.talk(1, 0.5)
+    call.pipe.push(SpeechPaused(call.pts, RATE, call.clock.now(), 1))
+    await call.talk(1, 0.4)  # the first draft starts here
+    await call.talk(1, 0.5)  # the caller goes on
+    pause_pts = call.pts
+    call.pipe.push(SpeechPaused(pause_pts, RATE, call.clock.now(), 1))
+    await call.talk(1, 0.4)
+    await call.end_at(1, pause_pts)
+    await call.clock.advance(3.0)
+    assert [c[-1]["content"] for c in call.llm.calls] == ["book a table", "book a table for two"]
+    assert call.agent.drafts == {"started": 2, "adopted": 1, "discarded": 1}
+    assert call.llm.cancelled == 1
+    assert call.samples_of(1) == 7 * 4000
+    await call.pipe.stop()
+
+
+async def test_no_draft_when_preemption_is_off() -> None:
+    call = await make_call(script=("what time is it",), preemptive=False)
+    call.pipe.push(SpeechStarted(call.pts, RATE, call.clock.now(), 1))
+    await call.talk(1, 0.6)
+    call.pipe.push(SpeechPaused(call.pts, RATE, call.clock.now(), 1))
+    await call.talk(1, 0.5)
+    assert not call.llm.calls
+    await call.end_at(1, call.pts - int(0.5 * RATE))
+    await call.clock.advance(3.0)
+    assert len(call.llm.calls) == 1 and call.samples_of(1) == 7 * 4000
     await call.pipe.stop()

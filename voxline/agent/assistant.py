@@ -9,6 +9,11 @@ drives ``TurnMachine`` and performs its actions:
 - a final transcript starts a reply task: the LLM streams into a sentence
   splitter, pieces go through a bounded queue to TTS, and TTS audio is emitted
   while the rest is still being generated;
+- preemptive drafts: the transcript of a speculative finalize (at the VAD's
+  pause, before the turn has ended) starts the reply at once, as a draft whose
+  audio and marks are held. If the turn ends with nothing more said, the draft
+  is adopted and its held audio plays at once; if the caller goes on, it is
+  cancelled unheard and the context never sees it;
 - barge-in pauses playout at once (the pipeline's interrupt) and holds the reply;
   confirmed, it cancels LLM and TTS and the context keeps only what the caller
   heard (from the playout position); not confirmed, the reply resumes from there;
@@ -75,6 +80,8 @@ class AssistantConfig:
     # On SpeechPaused, finalize the recogniser while the VAD's hangover runs and
     # hold later audio; the turn's end then finds the transcript (nearly) ready.
     speculative: bool = True
+    # Start the reply on that speculative transcript, held until the turn ends.
+    preemptive: bool = True
     deadlines: Deadlines = field(default_factory=Deadlines)
     # Budgets per turn mark (seconds); see voxline.media.budget.
     budget_transcript: float = 0.40
@@ -127,6 +134,8 @@ class Assistant:
         self._emit: Emit | None = None
         self._confirm: asyncio.Task[None] | None = None
         self._reply: Reply | None = None
+        self._draft: Reply | None = None  # a reply to a speculative transcript, held
+        self.drafts = {"started": 0, "adopted": 0, "discarded": 0}
         self._tasks: set[asyncio.Task[None]] = set()
         self._turn = 0
         self._offline_next = False  # the next START_SAY speaks in the offline voice
@@ -156,6 +165,7 @@ class Assistant:
         elif t is SpeechStarted:
             await self._on_speech_started(frame)  # type: ignore[arg-type]
         elif t is SpeechPaused:
+            self._discard_draft()  # a second pause: the transcript will grow
             await self.listener.paused(frame)  # type: ignore[arg-type]
         elif t is SpeechEnded:
             await self._on_speech_ended(frame)  # type: ignore[arg-type]
@@ -165,6 +175,8 @@ class Assistant:
     async def close(self) -> None:
         tasks = [t for t in (self._confirm,) if t is not None]
         tasks += list(self._tasks)
+        if self._draft is not None and self._draft.task is not None:
+            tasks.append(self._draft.task)
         if self._reply is not None and self._reply.task is not None:
             tasks.append(self._reply.task)
         for task in tasks:
@@ -220,6 +232,8 @@ class Assistant:
         if self._ctx is not None:
             self._ctx.mark(ev.turn, "speech_end", self.listener.speech_end_time(ev))
             self._ctx.mark(ev.turn, "vad_end")
+        if self.listener.resumed(ev):
+            self._discard_draft()  # the caller went on after the pause it answered
         await self.listener.ended(ev)
         self._report("state", ev.turn, {"caller": "silent"})
         self._apply(self.machine.handle(Event.SPEECH_ENDED))
@@ -232,6 +246,16 @@ class Assistant:
         if result.text.strip():  # an empty final (after a speculative one) says nothing
             self._report("transcript", turn, {"text": result.text, "final": True, "who": "caller"})
         self._apply(self.machine.handle(Event.TRANSCRIPT, result.text))
+        m = self.machine
+        if (
+            self.config.preemptive
+            and m.state is State.CALLER_SPEAKING
+            and m.pending_text
+            and not m.paused
+            and self.listener.pausing
+            and self._reply is None
+        ):
+            self._start_draft(self._turn, m.pending_text)
 
     def _stt_failed(self, exc: BaseException) -> None:
         self._count("stt")
@@ -258,7 +282,11 @@ class Assistant:
                     # The caller's whole turn is transcribed now (a speculative final
                     # heard mid-turn does not count until the turn has ended).
                     self._ctx.mark(self._turn, "transcript")
-                self._start_reply(self._turn, text)
+                draft = self._draft
+                if draft is not None and draft.turn == self._turn and draft.draft == text:
+                    self._adopt(draft)
+                else:
+                    self._start_reply(self._turn, text)
             elif action is Action.START_SAY:
                 offline, self._offline_next = self._offline_next, False
                 self._start_reply(self._turn, text, say=True, offline=offline)
@@ -325,27 +353,74 @@ class Assistant:
         reply = self._reply
         if reply is None:
             return
-        position = int(self._heard_s(reply) * self.tts.sample_rate)
+        await self._release(reply, int(self._heard_s(reply) * self.tts.sample_rate))
+
+    async def _release(self, reply: Reply, position: int) -> None:
+        """Emit the held audio from ``position`` on, then let new audio through."""
         while (pcm := reply.unheard(position)) is not None and self._reply is reply:
             position = reply.samples
+            if self.machine.state is State.THINKING:
+                self._apply(self.machine.handle(Event.REPLY_AUDIO))
             await self._emit_frame(Audio(pcm, self.tts.sample_rate, 0, self._now(), reply.turn))
+        if self._reply is not reply:
+            return
         reply.hold = False
-        if reply.done and self._reply is reply:
+        if reply.done:
             await self._emit_frame(Mark(REPLY_END, self._now(), reply.turn))
+
+    # -- drafts --------------------------------------------------------------
+
+    def _start_draft(self, turn: int, text: str) -> None:
+        self._discard_draft()
+        draft = Reply(turn, int(self.config.max_held_audio * self.tts.sample_rate), draft=text)
+        messages = [*self.conversation.messages(), {"role": "user", "content": text}]
+        draft.task = self._spawn(self._answer(draft, messages), f"draft-{turn}")
+        self._draft = draft
+        self.drafts["started"] += 1
+        self._report("reply", turn, {"draft": True, "text": text})
+
+    def _discard_draft(self) -> None:
+        draft, self._draft = self._draft, None
+        if draft is None:
+            return
+        if draft.task is not None and not draft.task.done():
+            draft.task.cancel()
+        self.drafts["discarded"] += 1
+
+    def _adopt(self, draft: Reply) -> None:
+        """The turn ended as the draft assumed: it becomes the reply, and what it
+        has produced so far plays now."""
+        self._draft = None
+        if self._reply is not None:
+            self._cancel_reply()
+        text, draft.draft = draft.draft or "", None
+        self.conversation.add_user(text)
+        self._reply = draft
+        self.drafts["adopted"] += 1
+        if self._ctx is not None:
+            now = self._now()
+            for name, at in draft.marks.items():  # work done ahead counts from now
+                self._ctx.mark(draft.turn, name, max(at, now))
+        if draft.done:
+            self._report("transcript", draft.turn, {"text": draft.full, "final": True, "who": "agent"})
+        self._spawn(self._release(draft, 0), "adopt")
 
     # -- the reply -----------------------------------------------------------
 
     def _start_reply(self, turn: int, text: str, *, say: bool = False, offline: bool = False) -> None:
+        self._discard_draft()
         if self._reply is not None:
             self._cancel_reply()
         reply = Reply(turn, int(self.config.max_held_audio * self.tts.sample_rate))
         self._reply = reply
-        coro = self._speak_text(reply, text, offline) if say else self._answer(reply, text)
+        if say:
+            coro = self._speak_text(reply, text, offline)
+        else:
+            self.conversation.add_user(text)
+            coro = self._answer(reply, self.conversation.messages())
         reply.task = self._spawn(coro, f"reply-{turn}")
 
-    async def _answer(self, reply: Reply, text: str) -> None:
-        self.conversation.add_user(text)
-        messages = self.conversation.messages()
+    async def _answer(self, reply: Reply, messages: list) -> None:  # type: ignore[type-arg]
         queue: asyncio.Queue[str | None] = asyncio.Queue(SENTENCE_QUEUE)
         produced: list[str] = []
         try:
@@ -383,8 +458,8 @@ class Assistant:
         first = True
         try:
             async for piece in self.llm.stream(messages, self.config.deadlines):
-                if first and self._ctx is not None:
-                    self._ctx.mark(reply.turn, "first_token")
+                if first:
+                    self._mark(reply, "first_token")
                 first = False
                 produced.append(piece)
                 for sentence in splitter.feed(piece):
@@ -396,8 +471,8 @@ class Assistant:
                 queue.put_nowait(None)
 
     async def _queue_sentence(self, reply: Reply, queue: asyncio.Queue[str | None], sentence: str) -> None:
-        if reply.pieces == 0 and self._ctx is not None:
-            self._ctx.mark(reply.turn, "first_sentence")
+        if reply.pieces == 0:
+            self._mark(reply, "first_sentence")
         reply.pieces += 1
         await asyncio.wait_for(queue.put(sentence), self.config.deadlines.total)
 
@@ -410,8 +485,7 @@ class Assistant:
 
     async def _speak_text(self, reply: Reply, text: str, offline: bool) -> None:
         tts = self.fallback_tts if offline else self.tts
-        if self._ctx is not None:
-            self._ctx.mark(reply.turn, "first_sentence")
+        self._mark(reply, "first_sentence")
         try:
             await self._speak(reply, text, tts)
         except (ProviderError, TimeoutError, OSError) as exc:
@@ -437,8 +511,8 @@ class Assistant:
     async def _out(self, reply: Reply, pcm: PCM) -> None:
         if not len(pcm):
             return
-        if reply.samples == 0 and self._ctx is not None:
-            self._ctx.mark(reply.turn, "first_tts_audio")
+        if reply.samples == 0:
+            self._mark(reply, "first_tts_audio")
         reply.add(pcm)
         if reply.hold:
             return
@@ -458,6 +532,12 @@ class Assistant:
     def _heard_text(self, reply: Reply, complete: bool) -> str:
         """The reply's words up to the playout position (pieces cut proportionally)."""
         return reply.heard_text(None if complete else int(self._heard_s(reply) * self.tts.sample_rate))
+
+    def _mark(self, reply: Reply, name: str) -> None:
+        if reply.draft is not None:
+            reply.marks.setdefault(name, self._now())
+        elif self._ctx is not None:
+            self._ctx.mark(reply.turn, name)
 
     def _now(self) -> float:
         return self._ctx.clock.now() if self._ctx is not None else 0.0

@@ -122,10 +122,19 @@ class Listener:
         self._paused_at = ev.pts
         self._spawn(self._finalize_quietly(), "stt-speculative")
 
+    @property
+    def pausing(self) -> bool:
+        """Finalized speculatively at a pause, and the turn has not ended yet."""
+        return self._paused_at is not None
+
+    def resumed(self, ev: SpeechEnded) -> bool:
+        """The speech went on after the speculative pause (so its transcript is partial)."""
+        return self._paused_at is not None and ev.pts > self._paused_at
+
     async def ended(self, ev: SpeechEnded) -> None:
         if self._paused_at is not None:
             # Speech after the speculative pause goes to the recogniser; silence does not.
-            resumed = ev.pts > self._paused_at
+            resumed = self.resumed(ev)
             await self._release(ev.pts + int(RESUME_MARGIN * ev.rate) if resumed else None)
         self._listening = False
 

@@ -19,9 +19,12 @@ __all__ = ["Reply"]
 
 
 class Reply:
-    __slots__ = ("turn", "task", "pcm", "kept", "limit", "samples", "hold", "text", "pieces", "done", "full")
+    __slots__ = (
+        "turn", "task", "pcm", "kept", "limit", "samples", "hold", "text", "pieces", "done", "full",
+        "draft", "marks",
+    )
 
-    def __init__(self, turn: int, keep_samples: int) -> None:
+    def __init__(self, turn: int, keep_samples: int, draft: str | None = None) -> None:
         self.turn = turn
         self.task: asyncio.Task[None] | None = None
         self.pcm: collections.deque[PCM] = collections.deque()  # the newest audio produced
@@ -33,6 +36,13 @@ class Reply:
         self.pieces = 0  # pieces queued for TTS
         self.done = False
         self.full = ""  # the whole reply as written; the context gets it once it is played
+        # A draft answers a speculative transcript before the caller's turn has
+        # ended: ``draft`` is the text it answers, its audio is held and its marks
+        # are kept here until the turn ends and it is adopted (``draft`` None).
+        self.draft = draft
+        self.marks: dict[str, float] = {}
+        if draft is not None:
+            self.hold = True
 
     def start_piece(self, text: str) -> None:
         self.text.append((self.samples, text))
