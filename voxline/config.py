@@ -58,6 +58,9 @@ class LlmConfig:
     # llama.cpp threads. 1 by default: this build's OpenMP threads spin while
     # waiting, and 2 collapse when anything else needs a core (see llm/llama.py).
     threads: int = 1
+    # Threads while the model is the inference executor's only job (the first
+    # words of an answer, as a rule); 0: never more than ``threads``.
+    burst_threads: int = 2
     fallback: tuple[str, ...] = ()  # further engines to try, e.g. ("llama",)
 
 

@@ -169,6 +169,44 @@ async def test_qwen_answers_a_simple_question() -> None:
 # -- the executor and plumbing under the providers
 
 
+def _threads(llm: LlamaLLM) -> int:
+    import llama_cpp
+
+    assert llm._shared is not None
+    return int(llama_cpp.llama_n_threads(llm._shared.llama._ctx.ctx))
+
+
+async def test_burst_threads_only_while_the_model_is_the_executors_only_job() -> None:
+    executor = InferenceExecutor(ExecutorConfig(threads=2, max_queued=2))
+    config = LlamaConfig(model="smollm2-135m", temperature=0.0, max_tokens=8, n_threads=1, burst_threads=2)
+    llm = LlamaLLM(config, executor=executor)
+    gate = threading.Event()
+    try:
+        alone = llm.stream(STORY)
+        assert [p async for p in alone]
+        # Prompt and every token on 2 threads; the context is left on 1.
+        assert alone.burst_steps > alone.generated
+        await alone.wait_done()
+        assert _threads(llm) == 1
+
+        other = await executor.submit(gate.wait, 5)  # e.g. Piper voicing a sentence
+        shared = llm.stream(STORY)
+        assert [p async for p in shared]
+        await shared.wait_done()
+        assert shared.burst_steps == 0 and _threads(llm) == 1
+        gate.set()
+        await other
+
+        never = LlamaLLM(LlamaConfig(model="smollm2-135m", temperature=0.0, max_tokens=8, burst_threads=None),
+                         executor=executor)
+        stream = never.stream(STORY)
+        assert [p async for p in stream]
+        assert stream.burst_steps == 0
+    finally:
+        gate.set()
+        executor.shutdown()
+
+
 async def test_executor_bounds_admitted_jobs() -> None:
     executor = InferenceExecutor(ExecutorConfig(threads=1, max_queued=1))
     gate = threading.Event()

@@ -95,7 +95,8 @@ def _one_llm(engine: str, cfg: LlmConfig) -> LanguageModel:
 
         model = cfg.model if cfg.engine == "llama" else "qwen2.5-0.5b-instruct"
         return LlamaLLM(LlamaConfig(model=LLAMA_MODELS.get(model, model), max_tokens=cfg.max_tokens,
-                                    temperature=cfg.temperature, n_threads=cfg.threads))
+                                    temperature=cfg.temperature, n_threads=cfg.threads,
+                                    burst_threads=cfg.burst_threads or None))
     if engine == "openai":
         from .llm.openai_compat import OpenAICompatLLM
 

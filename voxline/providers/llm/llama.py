@@ -32,9 +32,19 @@ Measured on the 2-core machine (tokens/s; quiet box / with one CPU hog):
 
 Two spinning threads missed a 30 s answer deadline under one hog; one thread
 is 3-4x faster than speech, never collapses, and leaves a core to whisper and
-Piper. Set ``n_threads=2`` only where nothing else runs beside the model.
-``n_threads_batch=2`` halves a cold prompt evaluation on a quiet box (Qwen:
-~0.53 s against ~1.0 s) but it too collapsed under a hog (no first token in 5 s).
+Piper. ``n_threads_batch=2`` halves a cold prompt evaluation on a quiet box
+(Qwen: ~0.53 s against ~1.0 s) but it too collapsed under a hog.
+
+Burst threads: yet the first words of an answer are the voice-to-voice path,
+and while they are written nothing else of the call runs (whisper has finished,
+Piper waits for the first piece). So the thread count is chosen before every
+token (``llama_set_n_threads`` is a field write): ``burst_threads`` while the
+model is the shared executor's only job, ``n_threads`` as soon as anything else
+is admitted (Piper voicing the first piece, another call's whisper). Measured
+with Qwen on 2 cores: a ~20-token prompt evaluated in ~0.1 s instead of ~0.25 s
+and ~21 tokens/s instead of ~12 until the first piece is voiced. What the
+executor cannot see (the event loop of hundreds of calls, another process)
+still collapses 2 spinning threads: set ``burst_threads`` to ``None`` there.
 
 Deadlines: ``first_result`` covers waiting for the model and the prompt
 evaluation up to the first token, ``idle`` each gap between tokens, ``total``
@@ -76,6 +86,7 @@ class LlamaConfig:
     n_ctx: int = 2048
     n_threads: int = 1  # see the module docstring: 2 spinning threads collapse under load
     n_threads_batch: int | None = None  # prompt evaluation; None: n_threads
+    burst_threads: int | None = 2  # while the model is the executor's only job; None: never
     n_batch: int = 512
     max_tokens: int = 256
     temperature: float = 0.7
@@ -167,6 +178,7 @@ class LlamaStream:
         self.delivered = 0
         self.evaluated_after_cancel: int | None = None
         self.first_token_seconds: float | None = None
+        self.burst_steps = 0  # decode steps (the prompt, then one per chunk) set to burst threads
 
     def __aiter__(self) -> LlamaStream:
         return self
@@ -234,6 +246,9 @@ class LlamaStream:
         if channel.cancelled:  # given up while waiting for the model
             channel.close()
             return
+        threads = _Threads(llama, c, self._llm._executor)
+        if threads.pick():  # the prompt is evaluated at the first chunk
+            self.burst_steps += 1
         chunks: Any = llama.create_chat_completion(
             messages=self._messages,  # type: ignore[arg-type]
             stream=True,
@@ -254,6 +269,8 @@ class LlamaStream:
                 if piece:
                     self.generated += 1
                     channel.put(piece)
+                if threads.pick():  # for the next token
+                    self.burst_steps += 1
             channel.close()
         except ChannelClosed:
             pass
@@ -262,6 +279,7 @@ class LlamaStream:
             channel.close(ProviderError(self._llm.name, f"generation failed: {exc!r}"))
         finally:
             chunks.close()  # ends llama-cpp's generator now, not at garbage collection
+            threads.restore()
             if self._n_at_cancel is not None:  # still holding the model: nobody else moved n_tokens
                 self.evaluated_after_cancel = llama.n_tokens - self._n_at_cancel
 
@@ -284,6 +302,40 @@ class LlamaStream:
         # A stream dropped without aclose() must not keep the model generating.
         if self._channel is not None:
             self._channel.cancel()
+
+
+class _Threads:
+    """Chooses llama.cpp's thread count before each decode (see the module docstring)."""
+
+    __slots__ = ("_ctx", "_floor", "_burst", "_executor", "current")
+
+    def __init__(self, llama: Llama, config: LlamaConfig, executor: InferenceExecutor) -> None:
+        self._ctx = llama._ctx.ctx  # llama-cpp-python's context pointer
+        self._floor = (config.n_threads, config.n_threads_batch or config.n_threads)
+        burst = config.burst_threads
+        self._burst = (burst, max(burst, self._floor[1])) if burst and burst > config.n_threads else None
+        self._executor = executor
+        self.current = self._floor
+
+    def pick(self) -> bool:
+        """Set the counts for the next decode; True if they are the burst counts."""
+        if self._burst is None:
+            return False
+        burst = self._executor.pending <= 1  # this job is the executor's only one
+        n = self._burst if burst else self._floor
+        if n != self.current:
+            import llama_cpp
+
+            llama_cpp.llama_set_n_threads(self._ctx, *n)
+            self.current = n
+        return burst
+
+    def restore(self) -> None:
+        if self.current != self._floor:
+            import llama_cpp
+
+            llama_cpp.llama_set_n_threads(self._ctx, *self._floor)
+            self.current = self._floor
 
 
 def _log_failure(future: asyncio.Future[None]) -> None:
