@@ -44,7 +44,7 @@ class SttConfig:
     model: str = "tiny.en"  # whisper model name or local path
     api_key: str = ""
     url: str = ""
-    beam_size: int = 1
+    beam_size: int = 5
 
 
 @dataclass(frozen=True, slots=True)

@@ -94,6 +94,51 @@ async def test_utterances_come_out_in_order(speech_dir: Path) -> None:
     assert got[1] == ["go", "forward", "ten", "meters"]
 
 
+def librivox(speech_dir: Path) -> list[np.ndarray]:
+    clips = []
+    for path in sorted((speech_dir / "librivox").glob("*.wav")):
+        audio, rate = sf.read(path, dtype="int16")
+        assert rate == 16000
+        clips.append(np.asarray(audio, dtype=np.int16))
+    return clips
+
+
+async def test_short_turns_decode_in_a_short_window_as_in_the_full_one(speech_dir: Path) -> None:
+    windowed, full = WhisperSTT(), WhisperSTT(WhisperConfig(window_seconds=None))
+    clips = [goforward(speech_dir), *librivox(speech_dir)]  # 2.8 to 7.1 s
+    for audio in clips:
+        assert (await transcribe(windowed, audio)).text == (await transcribe(full, audio)).text
+    assert windowed.stats == {"windowed": len(clips), "full": 0, "full_retries": 0}
+    assert full.stats["full"] == len(clips) and full.stats["windowed"] == 0
+
+
+async def test_the_window_grows_with_the_turn_up_to_whisper_s_own(speech_dir: Path) -> None:
+    windowed = WhisperSTT()
+    clips = librivox(speech_dir)
+    ten = np.concatenate(clips[:2])  # 10.1 s: a 13 s window
+    heard = set(words((await transcribe(windowed, ten)).text))
+    assert windowed.stats == {"windowed": 1, "full": 0, "full_retries": 0}
+    assert {"john", "dashwood", "leisure", "prudently", "he", "was", "not", "young", "man"} <= heard, heard
+    long = np.concatenate([*clips, goforward(speech_dir)])  # 27.5 s and the tail: 30 s
+    result = await transcribe(windowed, long)
+    assert windowed.stats == {"windowed": 1, "full": 1, "full_retries": 0}
+    assert {"john", "dashwood", "selfish", "amiable", "himself"} <= set(words(result.text)), result.text
+
+
+async def test_a_decode_that_loops_in_a_tight_window_is_decoded_again_in_full(
+    speech_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import voxline.providers.stt.whisper as whisper
+
+    # A 4 s window for 2.8 s of speech: tiny.en, searching greedily, repeats
+    # "Go forward 10 meters." to its token limit (why the default window is 10 s).
+    monkeypatch.setattr(whisper, "TAIL_FRAMES", 100)
+    stt = WhisperSTT(WhisperConfig(window_seconds=1.0, beam_size=1))
+    result = await transcribe(stt, goforward(speech_dir))
+    assert stt.stats == {"windowed": 0, "full": 1, "full_retries": 1}
+    assert words(result.text) == ["go", "forward", "ten", "meters"], result.text
+
+
 @pytest.mark.parametrize(
     "audio",
     [

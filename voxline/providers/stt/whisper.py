@@ -1,18 +1,35 @@
 """Whisper speech recognition on faster-whisper (CTranslate2), embedded and offline.
 
-Whisper is a batch model: it decodes a whole utterance at once, and a call costs
-nearly the same for 1 s as for 5 s of audio (the encoder always sees a 30 s
-window; ~0.3 s for tiny.en int8 on 2 threads, MODELS.md). So a recognition
+Whisper is a batch model: it decodes a whole utterance at once. So a recognition
 buffers what it is sent and decodes when told the caller stopped speaking
-(``finalize``). Interim results, off by default, re-decode the buffer every
+(``finalize``).
+
+Short windows: whisper was trained on 30 s windows, and faster-whisper's
+``transcribe`` pads every utterance to one, so a 1 s turn costs as much as a
+30 s one (~0.34 s for tiny.en int8 on 2 threads, 0.2 s of it the encoder).
+CTranslate2's encoder takes shorter inputs, and its cost is linear in them
+(measured: 30 s 195 ms, 10 s 27 ms). A turn shorter than ``window_seconds``
+minus a 2 s tail of silence is decoded in a ``window_seconds`` window (10 s
+by default): ~0.07-0.1 s instead of ~0.34. Shorter windows are not safe:
+measured on LibriVox and on synthesised questions, a window of the speech plus
+1 s made the decoder repeat the utterance to its token limit on half the
+clips (it "expects" speech to go on to the window's end), 5 s changed 35 of
+155 words, 10 s changed 5 (and none of the LibriVox sentences), 20 s none.
+Guard: a windowed decode may write at most 10 tokens per second of audio plus
+16; one that reaches the limit is a loop, and is decoded again in the full
+window (counted in ``stats["full_retries"]``). Set ``window_seconds=None`` for
+whisper's own 30 s decode on every turn. Interim results, off by default, re-decode the buffer every
 ``interim_interval_ms`` while audio arrives: each costs a full decode, which on
 2 cores competes with the LLM and TTS, so enable them only where a UI shows them.
 
 Decoding choices, each for latency or for voxline's own pipeline:
 
-- ``beam_size=1`` (greedy) by default: on real LibriVox speech tiny.en gave
-  6.7% WER greedy against 4.0% with beam 5 (MODELS.md), for ~30% more decode
-  time. Raise it where accuracy matters more than the turn's latency.
+- ``beam_size=5``: the short window costs some accuracy with greedy search
+  and beam search buys it back (``python -m benchmarks.stt``, tiny.en, real
+  LibriVox sentences, WER / median decode): 30 s greedy 3.8% / 0.48 s,
+  10 s greedy 7.1% / 0.11 s, **10 s beam 5 3.8% / 0.29 s**, 30 s beam 5
+  2.7% / 0.64 s; on 1-3 s questions 10 s beam 5 takes 0.08 s against 0.34 s
+  for 30 s greedy, same words.
 - ``vad_filter=False``: voxline runs its own VAD and turn detection upstream.
 - ``condition_on_previous_text=False`` and ``temperature=(0.0,)``: one pass,
   no fallback re-decodes, so a decode's cost is bounded; conditioning helps long
@@ -38,7 +55,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
@@ -67,11 +84,12 @@ class WhisperConfig:
     compute_type: str = "int8"
     cpu_threads: int = 2
     num_workers: int = 1  # decodes CTranslate2 runs at once; 2 cores gain nothing from more
-    beam_size: int = 1
+    beam_size: int = 5  # with the short window; see the module docstring
     language: str = "en"
     temperature: tuple[float, ...] = (0.0,)
     max_buffer_seconds: float = 30.0  # whisper's window; older audio is dropped and counted
     interim_interval_ms: int | None = None  # None: finals only
+    window_seconds: float | None = 10.0  # encoder window for short turns; None: always 30 s
     min_interim_seconds: float = 0.5
     min_seconds: float = 0.1  # shorter utterances are not worth a decode
     silence_peak: int = 64  # int16 peak below which audio is taken as silence
@@ -85,6 +103,16 @@ class WhisperConfig:
 class _Shared:
     model: WhisperModel
     slots: AsyncSlots
+    tokenizer: Any  # faster_whisper.tokenizer.Tokenizer, for windowed decodes
+    prompt: list[int]
+    suppress: list[int]
+
+
+FULL_FRAMES: Final = 3000  # whisper's 30 s window in 10 ms feature frames
+TAIL_FRAMES: Final = 200  # silence a windowed decode keeps after the speech
+TOKENS_PER_SECOND: Final = 10  # a windowed decode writing more is in a loop
+MAX_NEW_TOKENS: Final = 224  # whisper's own limit per window
+NO_SPEECH = (0.6, -1.0)  # faster-whisper's no-speech rule: probability above, mean log-prob below
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +141,7 @@ class WhisperSTT:
         self._executor = executor or shared_executor()
         self._clock = clock
         self._shared: _Shared | None = None
+        self.stats = {"windowed": 0, "full": 0, "full_retries": 0}
 
     async def load(self, deadlines: Deadlines | None = None) -> None:
         """Resolve, verify and load the model in the executor (first call per process pays)."""
@@ -139,7 +168,15 @@ class WhisperSTT:
             local_files_only=True,
         )
         log.info("whisper %s loaded in %.2fs", path, time.perf_counter() - started)
-        return _Shared(model, AsyncSlots(c.num_workers))
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        multilingual = model.model.is_multilingual
+        tokenizer = Tokenizer(model.hf_tokenizer, multilingual, task="transcribe",
+                              language=c.language if multilingual else "en")  # fmt: skip
+        prompt = model.get_prompt(tokenizer, [], without_timestamps=True)
+        suppress = get_suppressed_tokens(tokenizer, [-1])
+        return _Shared(model, AsyncSlots(c.num_workers), tokenizer, prompt, suppress)
 
     async def open(self, deadlines: Deadlines | None = None) -> WhisperRecognition:
         await self.load(deadlines)
@@ -147,13 +184,63 @@ class WhisperSTT:
         return WhisperRecognition(self, self._shared, deadlines or Deadlines())
 
     # -- runs in a pool thread
-    def _decode(self, model: WhisperModel, audio: PCM, final: bool) -> Transcription:
+    def _decode(self, shared: _Shared, audio: PCM, final: bool) -> Transcription:
         c = self.config
         # max/min rather than abs: abs(-32768) overflows int16.
         if len(audio) < c.min_seconds * SAMPLE_RATE or max(int(audio.max()), -int(audio.min())) < c.silence_peak:
             return Transcription("", final, None, 0.0, len(audio) / SAMPLE_RATE)
+        samples = audio.astype(np.float32) / 32768.0
+        if c.window_seconds is not None:
+            result = self._decode_windowed(shared, samples, final, c.window_seconds)
+            if result is not None:
+                self.stats["windowed"] += 1
+                return result
+        self.stats["full"] += 1
+        return self._decode_full(shared.model, samples, final)
+
+    def _decode_windowed(self, shared: _Shared, samples: np.ndarray, final: bool, window: float) -> Transcription | None:
+        """Decode in a window shorter than 30 s; None if the turn needs the full window."""
+        from faster_whisper.audio import pad_or_trim
+
+        c = self.config
+        model = shared.model
+        features = model.feature_extractor(samples)
+        frames = features.shape[-1] + TAIL_FRAMES
+        target = max(round(window * 100), math.ceil(frames / 100) * 100)
+        if target >= FULL_FRAMES:
+            return None
+        seconds = len(samples) / SAMPLE_RATE
+        limit = min(int(seconds * TOKENS_PER_SECOND) + 16, MAX_NEW_TOKENS)
+        result = model.model.generate(
+            model.encode(pad_or_trim(features, target)),
+            [shared.prompt],
+            beam_size=c.beam_size,
+            # CTranslate2's whisper generates at most half of max_length (the
+            # reference implementation's 224 of 448): ask for twice the limit.
+            max_length=2 * limit,
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=shared.suppress,
+        )[0]
+        tokens = result.sequences_ids[0]
+        if len(tokens) >= limit:
+            self.stats["full_retries"] += 1
+            log.info("whisper: a %.1fs turn ran to %d tokens in a %.0fs window; decoding it in 30 s",
+                     seconds, len(tokens), target / 100)  # fmt: skip
+            return None
+        avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
+        if result.no_speech_prob > NO_SPEECH[0] and avg_logprob < NO_SPEECH[1]:
+            return Transcription("", final, None, 0.0, seconds)
+        text = shared.tokenizer.decode(tokens).strip()
+        if not text:
+            return Transcription("", final, None, 0.0, seconds)
+        return Transcription(text, final, math.exp(avg_logprob), 0.0, seconds)
+
+    def _decode_full(self, model: WhisperModel, samples: np.ndarray, final: bool) -> Transcription:
+        c = self.config
         segments, _info = model.transcribe(
-            audio.astype(np.float32) / 32768.0,
+            samples,
             language=c.language,
             beam_size=c.beam_size,
             temperature=list(c.temperature),
@@ -164,13 +251,13 @@ class WhisperSTT:
         segs = list(segments)  # the generator is what decodes
         text = " ".join(s.text.strip() for s in segs).strip()
         if not segs:
-            return Transcription("", final, None, 0.0, len(audio) / SAMPLE_RATE)
+            return Transcription("", final, None, 0.0, len(samples) / SAMPLE_RATE)
         confidence = math.exp(sum(s.avg_logprob for s in segs) / len(segs))
         return Transcription(text, final, confidence, segs[0].start, segs[-1].end)
 
     async def decode(self, shared: _Shared, audio: PCM, final: bool, timeout: float) -> Transcription:
         future = await self._executor.submit(
-            self._decode, shared.model, audio, final, admit_timeout=timeout, model=shared.slots
+            self._decode, shared, audio, final, admit_timeout=timeout, model=shared.slots
         )
         return await future
 
