@@ -128,6 +128,22 @@ async def test_first_clause_is_spoken_while_the_rest_is_generated() -> None:
     await call.pipe.stop()
 
 
+async def test_a_slow_model_s_first_piece_ends_at_a_phrase_a_fast_one_s_is_the_sentence() -> None:
+    slow = await make_call(reply="The capital of France is Paris.", per_token=0.05)
+    await slow.speak(1, 0.5)
+    await slow.clock.advance(2.0)
+    assert slow.tts.texts == ["The capital of France", "is Paris."]
+    assert slow.samples_of(1) == 6 * 4000  # every word voiced once
+    assert slow.agent.conversation.history()[-1]["content"] == "The capital of France is Paris."
+    await slow.pipe.stop()
+
+    fast = await make_call(reply="The capital of France is Paris.", per_token=0.01)
+    await fast.speak(1, 0.5)
+    await fast.clock.advance(2.0)
+    assert fast.tts.texts == ["The capital of France is Paris."]
+    await fast.pipe.stop()
+
+
 async def test_greeting_is_spoken_at_start() -> None:
     call = await make_call(greeting="Hello there, how can I help?")
     await call.clock.advance(2.0)

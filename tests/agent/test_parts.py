@@ -23,6 +23,41 @@ def test_first_piece_is_a_clause_then_whole_sentences() -> None:
     ]
 
 
+def hurried(tokens: list[str], hurry_from: int = 0) -> list[str]:
+    s = SentenceSplitter()
+    out: list[str] = []
+    for i, token in enumerate(tokens):
+        out += s.feed(token, hurry=i >= hurry_from)
+    return out + list(s.flush())
+
+
+def test_a_hurried_first_piece_ends_at_a_phrase_boundary() -> None:
+    tokens = ["The", " capital", " of", " France", " is", " Paris", "."]
+    assert hurried(tokens) == ["The capital of France", "is Paris."]
+    assert hurried(["There", " are", " 7", " days", " in", " a", " week", "."]) == ["There are 7 days", "in a week."]
+    # Not before three words; and a sentence that ends first stays whole.
+    assert hurried(["A", " spider", " has", " 8", " legs", "."]) == ["A spider has 8 legs."]
+    assert hurried(["Bees", " make", " honey", "."]) == ["Bees make honey."]
+    # Only the first piece; later ones are sentences ("is blue." alone is too short).
+    two = hurried(["The", " sky", " today", " is", " blue", ".", " It", " is", " nice", " out", " there", "."])
+    assert two == ["The sky today", "is blue. It is nice out there."]
+
+
+def test_a_phrase_boundary_waits_for_the_word_to_be_complete() -> None:
+    s = SentenceSplitter()
+    assert list(s.feed("The capital of France is", hurry=True)) == []  # "is" may become "island"
+    assert list(s.feed("land", hurry=True)) == []
+    assert list(s.feed(" is", hurry=True)) == []
+    assert list(s.feed(" big", hurry=True)) == ["The capital of France island"]
+
+
+def test_no_phrase_cut_unless_hurried() -> None:
+    tokens = ["The", " capital", " of", " France", " is", " Paris", "."]
+    assert hurried(tokens, hurry_from=99) == ["The capital of France is Paris."]
+    # Hurried late: the cut is the first boundary still in the buffer.
+    assert hurried(tokens, hurry_from=5) == ["The capital of France", "is Paris."]
+
+
 def test_abbreviations_initials_and_decimals_do_not_end_sentences() -> None:
     text = "Dr. Smith met J. R. Jones at 3.5 p.m. today. They talked for ages about things."
     assert split(text, first_min_words=50) == [

@@ -82,6 +82,9 @@ class AssistantConfig:
     speculative: bool = True
     # Start the reply on that speculative transcript, held until the turn ends.
     preemptive: bool = True
+    # Once the first token is this old and no clause has ended, the first piece
+    # may end at a phrase boundary (see agent/sentences.py); None: never.
+    first_piece_wait: float | None = 0.1
     deadlines: Deadlines = field(default_factory=Deadlines)
     # Budgets per turn mark (seconds); see voxline.media.budget.
     budget_transcript: float = 0.40
@@ -455,14 +458,17 @@ class Assistant:
         produced: list[str],
     ) -> None:
         splitter = SentenceSplitter()
-        first = True
+        wait = self.config.first_piece_wait
+        first_at: float | None = None
         try:
             async for piece in self.llm.stream(messages, self.config.deadlines):
-                if first:
+                now = self._now()
+                if first_at is None:
                     self._mark(reply, "first_token")
-                first = False
+                    first_at = now
                 produced.append(piece)
-                for sentence in splitter.feed(piece):
+                hurry = wait is not None and reply.pieces == 0 and now - first_at >= wait
+                for sentence in splitter.feed(piece, hurry):
                     await self._queue_sentence(reply, queue, sentence)
             for sentence in splitter.flush():
                 await self._queue_sentence(reply, queue, sentence)

@@ -5,6 +5,16 @@ model, so the first piece may be a clause: text up to a comma, semicolon, colon
 or dash once it holds ``first_min_words`` words. Later pieces are whole sentences
 (at least ``min_chars`` long, so "Yes." does not become its own TTS call).
 Abbreviations, initials and decimal numbers do not end a sentence.
+
+Short answers often have no clause to break at ("The capital of France is
+Paris."), and on a local model at ~20 tokens/s their whole first sentence
+takes 0.3-0.6 s to write. When the caller has waited (``feed(..., hurry=True)``:
+the agent sets it once the first token is ``first_piece_wait`` old), the first
+piece may end at a phrase boundary: before a verb, preposition or conjunction
+that follows at least ``phrase_min_words`` words ("The capital of France" |
+"is Paris."). The boundary is taken only once that word is complete, so "is"
+is never the start of "island". A fast model has finished its sentence before
+anyone hurries, and keeps its prosody.
 """
 
 from __future__ import annotations
@@ -19,21 +29,32 @@ _ABBREVIATIONS = frozenset(
 )
 _SENTENCE_END = re.compile(r"[.!?…]+[\"')\]]*(?=\s)")
 _CLAUSE_END = re.compile(r"[,;:]\s|\s[—–-]\s")
+_WORD = re.compile(r"\S+")
+# Words that open a phrase: a first piece may end before one of these.
+_PHRASE_STARTERS = frozenset(
+    "is are was were am be has have had will would can could should may might must do does did "
+    "in on at of for with to from by about into over under after before during "
+    "and but or so because which that who when where while if than".split()
+)
 MAX_PIECE_CHARS = 400  # speak something even if the model never punctuates
 
 
 class SentenceSplitter:
-    def __init__(self, first_min_words: int = 4, min_chars: int = 12) -> None:
+    def __init__(self, first_min_words: int = 4, min_chars: int = 12, phrase_min_words: int = 3) -> None:
         self.first_min_words = first_min_words
         self.min_chars = min_chars
+        self.phrase_min_words = phrase_min_words
         self._buf = ""
         self._emitted = 0
 
-    def feed(self, text: str) -> Iterator[str]:
-        """Add streamed text; yield every piece that is complete."""
+    def feed(self, text: str, hurry: bool = False) -> Iterator[str]:
+        """Add streamed text; yield every piece that is complete.
+
+        ``hurry``: the first piece may end at a phrase boundary (see above).
+        """
         self._buf += text
         while True:
-            piece = self._next_piece()
+            piece = self._next_piece(hurry)
             if piece is None:
                 return
             self._emitted += 1
@@ -47,7 +68,7 @@ class SentenceSplitter:
             self._emitted += 1
             yield rest
 
-    def _next_piece(self) -> str | None:
+    def _next_piece(self, hurry: bool = False) -> str | None:
         buf = self._buf
         for m in _SENTENCE_END.finditer(buf):
             end = m.end()
@@ -64,11 +85,26 @@ class SentenceSplitter:
                 if len(candidate.split()) >= self.first_min_words:
                     self._buf = buf[m.end() :].lstrip()
                     return candidate.rstrip(" —–-")
+        if self._emitted == 0 and hurry:
+            cut = self._phrase_cut(buf)
+            if cut is not None:
+                self._buf = buf[cut:]
+                return buf[:cut].strip()
         if len(buf) > MAX_PIECE_CHARS:
             cut = buf.rfind(" ", 0, MAX_PIECE_CHARS)
             cut = cut if cut > 0 else MAX_PIECE_CHARS
             self._buf = buf[cut:].lstrip()
             return buf[:cut].strip()
+        return None
+
+    def _phrase_cut(self, buf: str) -> int | None:
+        """Where the first phrase boundary after ``phrase_min_words`` words is."""
+        words = list(_WORD.finditer(buf))
+        # The last word may still be growing ("is" -> "island"), unless white space follows it.
+        complete = len(words) if buf[-1:].isspace() else len(words) - 1
+        for i in range(self.phrase_min_words, complete):
+            if words[i].group().lower() in _PHRASE_STARTERS:
+                return words[i].start()
         return None
 
     @staticmethod
