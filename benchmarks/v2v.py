@@ -124,10 +124,20 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         rec = pipe.latency.turns.get(turn)
         marks = dict(rec.marks) if rec else {}
         reply = first_audio.get(turn)
+        # The service's marks are on the loop's clock; the caller's times on
+        # time.monotonic (the same clock for asyncio; uvloop's is whole ms).
+        caller: dict[str, float] = {}
+        if "speech_end" in marks:
+            caller["marked_end_after_speech_end"] = round((marks["speech_end"] - ended) * 1000, 1)
+        if "vad_end" in marks:
+            caller["vad_end_after_speech_end"] = round((marks["vad_end"] - ended) * 1000, 1)
+        if "first_played" in marks and reply is not None:
+            caller["heard_after_first_played"] = round((reply - marks["first_played"]) * 1000, 1)
         row = {
             "turn": turn,
             "question": QUESTIONS[turn - 1],
             "v2v_ms": None if reply is None else round((reply - ended) * 1000, 1),
+            "caller_ms": caller,
             "segments_ms": {} if rec is None else {m: round(v * 1000, 1) for m, v in rec.segments.items()},
             "violations": [] if rec is None else rec.violations,
             "said": next((m["content"] for m in reversed(agent.conversation.history())
@@ -136,7 +146,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                               if m["role"] == "user"), ""),
         }
         rows.append(row)
-        print(f"turn {turn:2d}: v2v {row['v2v_ms']} ms  {row['segments_ms']}  "
+        print(f"turn {turn:2d}: v2v {row['v2v_ms']} ms  {row['segments_ms']}  {caller}  "
               f"heard {row['heard_as']!r} -> said {row['said'][:60]!r}", flush=True)
         await feed(np.zeros(RATE, np.int16))
     await pipe.stop("done")
@@ -147,8 +157,14 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         s: round(statistics.median([r["segments_ms"][s] for r in rows if s in r["segments_ms"]]), 1)
         for s in SEGMENTS if any(s in r["segments_ms"] for r in rows)
     }
+    caller_p50 = {
+        k: round(statistics.median([r["caller_ms"][k] for r in rows if k in r["caller_ms"]]), 1)
+        for k in ("marked_end_after_speech_end", "vad_end_after_speech_end", "heard_after_first_played")
+        if any(k in r["caller_ms"] for r in rows)
+    }
     return {
         "benchmark": "v2v",
+        "caller_p50_ms": caller_p50,
         "turns": len(rows),
         "answered": len(v2v),
         "p50_ms": round(float(np.percentile(v2v, 50)), 1) if v2v else None,

@@ -76,7 +76,7 @@ async def make_call(
     stt = FakeSTT(clock, script)
     llm = FakeLLM(clock, reply, per_token=per_token)
     tts = FakeTTS(clock)
-    offline = FakeTTS(clock, "offline", level=7)
+    offline = FakeTTS(clock, "offline", level=77)
     holder: list[Assistant] = []
     playout = Playout(RATE, capacity=400, on_mark=lambda m, t: holder[0].on_mark(m, t))
     events: list[AgentEvent] = []
@@ -142,6 +142,17 @@ async def test_a_slow_model_s_first_piece_ends_at_a_phrase_a_fast_one_s_is_the_s
     await fast.clock.advance(2.0)
     assert fast.tts.texts == ["The capital of France is Paris."]
     await fast.pipe.stop()
+
+
+def test_a_reply_starts_at_its_first_sound() -> None:
+    from voxline.agent.assistant import trim_leading_silence
+
+    pcm = np.concatenate([np.zeros(880, np.int16), np.full(10, 20, np.int16), np.full(100, 3000, np.int16)])
+    trimmed = trim_leading_silence(pcm, 22050)  # Piper's ~40 ms before the first sound
+    assert len(trimmed) == 100 + 44 and trimmed[-100:].min() == 3000  # 2 ms kept before it
+    assert len(trim_leading_silence(np.zeros(500, np.int16), 22050)) == 0
+    loud = np.full(50, -32768, np.int16)
+    assert len(trim_leading_silence(loud, 22050)) == 50
 
 
 async def test_greeting_is_spoken_at_start() -> None:
@@ -214,7 +225,7 @@ async def test_llm_failure_costs_one_turn_and_the_call_goes_on() -> None:
     await call.speak(1, 0.5)
     await call.clock.advance(6.0)  # the apology is long
     assert call.offline.texts == [call.agent.config.apology]
-    assert call.audio_of(1, level=7)  # the apology, in the offline voice
+    assert call.audio_of(1, level=77)  # the apology, in the offline voice
     assert call.agent.state is State.LISTENING
     assert any(e.kind == "error" for e in call.events)
     call.llm.fail_at = None
@@ -229,7 +240,7 @@ async def test_tts_failure_apologises_in_the_offline_voice() -> None:
     call.tts.fail = True
     await call.speak(1, 0.5)
     await call.clock.advance(6.0)
-    assert call.audio_of(1, level=7) and not call.audio_of(1, level=1000)
+    assert call.audio_of(1, level=77) and not call.audio_of(1, level=1000)
     assert call.agent.state is State.LISTENING
     await call.pipe.stop()
 
@@ -239,7 +250,7 @@ async def test_stt_failure_apologises_and_the_next_utterance_reconnects() -> Non
     call.stt.fail_send = True
     await call.speak(1, 0.5)
     await call.clock.advance(6.0)
-    assert call.audio_of(1, level=7)
+    assert call.audio_of(1, level=77)
     call.stt.fail_send = False
     opened = call.stt.opened
     await call.speak(2, 0.5)

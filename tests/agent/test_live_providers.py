@@ -41,7 +41,7 @@ async def test_an_llm_server_dropping_its_socket_costs_one_turn_and_the_call_goe
 ) -> None:
     clock = LoopClock()
     stt = FakeSTT(clock, ("first question", "second question"), delay=0.01)
-    tts, offline = FakeTTS(clock), FakeTTS(clock, "offline", level=7)
+    tts, offline = FakeTTS(clock), FakeTTS(clock, "offline", level=77)
     llm = OpenAICompatLLM(vendors.url("/v1"), "sk-test", "gpt-test")
     events: list[AgentEvent] = []
     holder: list[Assistant] = []
@@ -65,7 +65,7 @@ async def test_an_llm_server_dropping_its_socket_costs_one_turn_and_the_call_goe
     await turn(1)
     errors = [e for e in events if e.kind == "error"]
     assert errors and errors[0].turn == 1
-    assert any(type(f) is Audio and f.turn == 1 and f.pcm.max() == 7 for f in sent)  # apology
+    assert any(type(f) is Audio and f.turn == 1 and f.pcm.max() == 77 for f in sent)  # apology
 
     vendors.set("chat", Behaviour.NORMAL)
     await turn(2)

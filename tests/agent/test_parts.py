@@ -43,12 +43,13 @@ def test_a_hurried_first_piece_ends_at_a_phrase_boundary() -> None:
     assert two == ["The sky today", "is blue. It is nice out there."]
 
 
-def test_a_phrase_boundary_waits_for_the_word_to_be_complete() -> None:
+def test_a_phrase_cut_is_at_a_word_boundary_even_if_the_word_grows() -> None:
     s = SentenceSplitter()
-    assert list(s.feed("The capital of France is", hurry=True)) == []  # "is" may become "island"
+    assert list(s.feed("The capital of France", hurry=True)) == []
+    assert list(s.feed(" is", hurry=True)) == ["The capital of France"]  # at once, not a token later
     assert list(s.feed("land", hurry=True)) == []
-    assert list(s.feed(" is", hurry=True)) == []
-    assert list(s.feed(" big", hurry=True)) == ["The capital of France island"]
+    assert list(s.feed(" nearby.", hurry=True)) == []  # "island nearby." is too short alone
+    assert list(s.flush()) == ["island nearby."]
 
 
 def test_no_phrase_cut_unless_hurried() -> None:

@@ -30,6 +30,8 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from voxline.media.frames import (
     Audio,
     Dtmf,
@@ -64,6 +66,17 @@ __all__ = ["Assistant", "AssistantConfig", "AgentEvent"]
 log = logging.getLogger(__name__)
 
 REPLY_END = "reply-end"
+LEAD_LEVEL = 32  # int16 peak below which a reply's leading audio is silence (-60 dBFS)
+LEAD_KEEP = 0.002  # seconds kept before the first sound
+
+
+def trim_leading_silence(pcm: PCM, rate: int) -> PCM:
+    """Drop the silence a voice puts before a reply's first sound (Piper: ~40 ms):
+    it would only add to the caller's wait. Empty if ``pcm`` is all silence."""
+    loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > LEAD_LEVEL)
+    if not len(loud):
+        return pcm[:0]
+    return pcm[max(0, int(loud[0]) - int(LEAD_KEEP * rate)) :]
 SENTENCE_QUEUE = 8  # sentences between the LLM and TTS: backpressure on the LLM
 
 
@@ -515,6 +528,8 @@ class Assistant:
             await self._out(reply, pcm)
 
     async def _out(self, reply: Reply, pcm: PCM) -> None:
+        if reply.samples == 0:
+            pcm = trim_leading_silence(pcm, self.tts.sample_rate)
         if not len(pcm):
             return
         if reply.samples == 0:

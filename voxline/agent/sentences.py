@@ -12,9 +12,11 @@ takes 0.3-0.6 s to write. When the caller has waited (``feed(..., hurry=True)``:
 the agent sets it once the first token is ``first_piece_wait`` old), the first
 piece may end at a phrase boundary: before a verb, preposition or conjunction
 that follows at least ``phrase_min_words`` words ("The capital of France" |
-"is Paris."). The boundary is taken only once that word is complete, so "is"
-is never the start of "island". A fast model has finished its sentence before
-anyone hurries, and keeps its prosody.
+"is Paris."). The cut is taken as soon as such a word appears, even if it
+may still grow ("is" -> "island"): the cut is before the word, so it is at a
+word boundary whatever the word becomes, and waiting to be sure would cost a
+token. A fast model has finished its sentence before anyone hurries, and keeps
+its prosody.
 """
 
 from __future__ import annotations
@@ -100,9 +102,7 @@ class SentenceSplitter:
     def _phrase_cut(self, buf: str) -> int | None:
         """Where the first phrase boundary after ``phrase_min_words`` words is."""
         words = list(_WORD.finditer(buf))
-        # The last word may still be growing ("is" -> "island"), unless white space follows it.
-        complete = len(words) if buf[-1:].isspace() else len(words) - 1
-        for i in range(self.phrase_min_words, complete):
+        for i in range(self.phrase_min_words, len(words)):
             if words[i].group().lower() in _PHRASE_STARTERS:
                 return words[i].start()
         return None
