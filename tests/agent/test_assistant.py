@@ -155,6 +155,24 @@ def test_a_reply_starts_at_its_first_sound() -> None:
     assert len(trim_leading_silence(loud, 22050)) == 50
 
 
+async def test_the_llm_prepares_the_conversation_between_turns() -> None:
+    call = await make_call()
+    prepared: list[list[dict[str, str]]] = []
+
+    async def prepare(messages: list[dict[str, str]]) -> None:
+        prepared.append(messages)
+
+    call.llm.prepare = prepare  # type: ignore[attr-defined]
+    await call.speak(1, 1.0)
+    await call.clock.advance(1.0)
+    assert prepared == []  # not while the reply plays
+    await call.clock.advance(3.0)
+    assert call.agent.state is State.LISTENING
+    assert [m["role"] for m in prepared[0]] == ["system", "user", "assistant"]
+    assert prepared[0][-1]["content"] == "It is noon. Have a nice day."
+    await call.pipe.stop()
+
+
 async def test_greeting_is_spoken_at_start() -> None:
     call = await make_call(greeting="Hello there, how can I help?")
     await call.clock.advance(2.0)

@@ -152,6 +152,36 @@ async def test_warm_system_prompt_is_not_evaluated_again() -> None:
     assert evaluated[0] < 20  # only the user's turn and the template around it
 
 
+async def test_prepare_leaves_only_the_callers_new_words_to_evaluate() -> None:
+    llm = LlamaLLM(SMOL)
+    system = "You are a terse voice assistant on a phone call."
+    history: list[Message] = [
+        {"role": "system", "content": system},
+        {"role": "user", "content": "What is the capital of France?"},
+        {"role": "assistant", "content": "The capital of France is Paris, a city on the Seine, famous for art."},
+    ]
+    await llm.prepare(history)
+    assert llm._shared is not None
+    llama = llm._shared.llama
+    evaluated: list[int] = []
+    real_eval = llama.eval
+
+    def counting_eval(tokens: Sequence[int]) -> None:
+        evaluated.append(len(tokens))
+        real_eval(tokens)
+
+    llama.eval = counting_eval  # type: ignore[method-assign]  # undone below
+    try:
+        question = "And of Italy?"
+        answer = await collect(llm, [*history, {"role": "user", "content": question}])
+    finally:
+        del llama.eval
+    assert answer
+    # The question and the template's closing tokens, not the answer before it
+    # nor the opening of the user's turn.
+    assert evaluated[0] <= len(llama.tokenize(question.encode(), add_bos=False)) + 6, evaluated[0]
+
+
 @pytest.mark.slow
 async def test_qwen_answers_a_simple_question() -> None:
     llm = LlamaLLM(LlamaConfig(temperature=0.0, max_tokens=32))

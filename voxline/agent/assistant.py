@@ -78,6 +78,7 @@ def trim_leading_silence(pcm: PCM, rate: int) -> PCM:
         return pcm[:0]
     return pcm[max(0, int(loud[0]) - int(LEAD_KEEP * rate)) :]
 SENTENCE_QUEUE = 8  # sentences between the LLM and TTS: backpressure on the LLM
+PREPARE_TIMEOUT = 10.0  # seconds for the LLM to evaluate the conversation between turns
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +99,9 @@ class AssistantConfig:
     # Once the first token is this old and no clause has ended, the first piece
     # may end at a phrase boundary (see agent/sentences.py); None: never.
     first_piece_wait: float | None = 0.1
+    # After each reply, let the LLM evaluate the conversation so far (llama.cpp:
+    # the next turn's prompt then starts warm).
+    prepare_between_turns: bool = True
     deadlines: Deadlines = field(default_factory=Deadlines)
     # Budgets per turn mark (seconds); see voxline.media.budget.
     budget_transcript: float = 0.40
@@ -212,6 +216,20 @@ class Assistant:
             self._report("heard", reply.turn, {"text": heard_text, "complete": True})
             self._close_turn(reply.turn)
             self._apply(self.machine.handle(Event.REPLY_PLAYED))
+            self._prepare_next()
+
+    def _prepare_next(self) -> None:
+        """Let the LLM evaluate the conversation so far while the caller thinks
+        (engines that keep a prompt cache have ``prepare``; others need nothing)."""
+        prepare = getattr(self.llm, "prepare", None)
+        if prepare is not None and self.config.prepare_between_turns:
+            self._spawn(self._prepare(prepare, self.conversation.messages()), "llm-prepare")
+
+    async def _prepare(self, prepare: Callable[..., Coroutine[Any, Any, None]], messages: list) -> None:  # type: ignore[type-arg]
+        try:
+            await asyncio.wait_for(prepare(messages), PREPARE_TIMEOUT)
+        except (ProviderError, TimeoutError, OSError) as exc:
+            log.info("llm prepare failed: %s", exc)
 
     def _close_turn(self, turn: int) -> None:
         if self._ctx is None or not turn:
@@ -336,6 +354,8 @@ class Assistant:
         else:
             await asyncio.sleep(seconds)
         self._apply(self.machine.handle(Event.BARGE_IN_CONFIRMED))
+        if self.machine.state is State.CALLER_SPEAKING and not self.machine.replying:
+            self._prepare_next()  # the cut reply, while the caller goes on
 
     def _interrupt_downstream(self, reason: str) -> None:
         if self._ctx is not None:

@@ -17,7 +17,8 @@ system prompt and the earlier turns of a conversation are at the front of
 every prompt, so consecutive turns re-evaluate only the new user message;
 ``warm()`` evaluates a system prompt ahead of the first turn. Measured, one
 thread, a ~60-token system prompt: first token cold ~1.0 s, warm ~0.2 s with
-Qwen 0.5B; 0.49 s / 0.08 s with SmolLM2. Interleaved conversations on one process still share the system-prompt prefix;
+Qwen 0.5B; 0.49 s / 0.08 s with SmolLM2. ``prepare(messages)`` does the same
+between turns for the conversation so far. Interleaved conversations on one process still share the system-prompt prefix;
 beyond it they evict each other, which costs one prompt evaluation per turn.
 
 Threads: ``n_threads=1`` by default, deliberately. This llama.cpp build
@@ -143,7 +144,14 @@ class LlamaLLM:
 
     async def warm(self, system_prompt: str, deadlines: Deadlines | None = None) -> None:
         """Evaluate ``system_prompt`` now, so the first turn that starts with it is warm."""
-        stream = LlamaStream(self, [{"role": "system", "content": system_prompt}, {"role": "user", "content": ""}],
+        await self.prepare([{"role": "system", "content": system_prompt}], deadlines)
+
+    async def prepare(self, messages: Sequence[Message], deadlines: Deadlines | None = None) -> None:
+        """Evaluate ``messages`` and the opening of a user turn now (between turns,
+        while the caller thinks), so the next prompt that continues them evaluates
+        only the caller's new words: the previous answer as the context keeps it
+        (cut at a barge-in) and the template's turn tokens are done ahead."""
+        stream = LlamaStream(self, [*messages, {"role": "user", "content": ""}],
                              deadlines or Deadlines(first_result=30.0), max_tokens=1)  # fmt: skip
         try:
             async for _ in stream:
