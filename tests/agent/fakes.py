@@ -48,7 +48,8 @@ class FakeSTT:
     name = "fake-stt"
     sample_rate = 16000
 
-    def __init__(self, clock: Clock, script: Sequence[str] = (), delay: float = 0.1) -> None:
+    def __init__(self, clock: Clock, script: Sequence[str] = (), delay: float = 0.1, whole: bool = False) -> None:
+        self.whole_utterances = whole
         self.clock = clock
         self.script = list(script)
         self.delay = delay

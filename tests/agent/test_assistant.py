@@ -71,9 +71,10 @@ async def make_call(
     vad: object | None = None,
     endpointing: dict[State, object] | None = None,
     preemptive: bool = True,
+    whole: bool = False,
 ) -> Call:
     clock = FakeClock()
-    stt = FakeSTT(clock, script)
+    stt = FakeSTT(clock, script, whole=whole)
     llm = FakeLLM(clock, reply, per_token=per_token)
     tts = FakeTTS(clock)
     offline = FakeTTS(clock, "offline", level=77)
@@ -404,6 +405,30 @@ async def test_speech_resuming_after_a_pause_is_recognised_and_joined() -> None:
     assert [m["content"] for m in call.agent.conversation.history() if m["role"] == "user"] == [
         "book a table for two"
     ]
+    await call.pipe.stop()
+
+
+async def test_a_whole_utterance_recogniser_decodes_again_from_the_start_when_speech_resumes() -> None:
+    call = await make_call(script=("book a table", "book a table for two", ""), whole=True)
+    call.pipe.push(SpeechStarted(call.pts, RATE, call.clock.now(), 1))
+    await call.talk(1, 0.5)
+    call.pipe.push(SpeechPaused(call.pts, RATE, call.clock.now(), 1))
+    await call.talk(1, 0.1)  # the pause
+    await call.talk(1, 0.5)  # ... and the caller goes on
+    pause_pts = call.pts
+    call.pipe.push(SpeechPaused(pause_pts, RATE, call.clock.now(), 1))
+    await call.talk(1, 0.3)
+    await call.end_at(1, pause_pts)
+    await call.clock.advance(3.0)
+    first, again, last = call.stt.utterances
+    assert again >= first + 0.6 * RATE  # the whole utterance, not what followed the pause
+    assert last == 0
+    # The second final replaced the first instead of being appended to it.
+    assert call.llm.calls[-1][-1]["content"] == "book a table for two"
+    assert [m["content"] for m in call.agent.conversation.history() if m["role"] == "user"] == [
+        "book a table for two"
+    ]
+    assert call.agent.drafts["adopted"] == 1
     await call.pipe.stop()
 
 

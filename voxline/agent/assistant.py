@@ -272,8 +272,10 @@ class Assistant:
         self._report("state", ev.turn, {"caller": "silent"})
         self._apply(self.machine.handle(Event.SPEECH_ENDED))
 
-    def _on_result(self, result: Transcription) -> None:
+    def _on_result(self, result: Transcription, replaces: bool = False) -> None:
         turn = self._turn
+        if result.final and replaces:
+            self.machine.restart_pending()
         if not result.final:
             self._report("transcript", turn, {"text": result.text, "final": False, "who": "caller"})
             return

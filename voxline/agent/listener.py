@@ -6,6 +6,14 @@ silence around it. On ``SpeechPaused`` the recogniser is finalized speculatively
 and later audio is held: if the turn really ends, the held silence is dropped
 (the second finalize is empty and instant); if speech resumes, the held audio is
 sent and the recogniser's pieces are joined by the turn machine.
+
+A recogniser that decodes each finalized stretch of audio as a whole
+(``whole_utterances``: whisper) would join two independent decodes, each cut
+mid-sentence. For it, speech resuming after a pause re-sends the whole
+utterance so far, and the next final replaces the speculative one
+(``on_result(result, replaces=True)``). A short pause is then cheap: a false
+one costs a decode (~0.1 s of CPU), not accuracy. A streaming recogniser
+(Deepgram) keeps the join: re-sent audio would be transcribed twice.
 """
 
 from __future__ import annotations
@@ -48,7 +56,7 @@ class Listener:
         max_utterance: float,
         speculative: bool,
         deadlines: Deadlines,
-        on_result: Callable[[Transcription], None],
+        on_result: Callable[[Transcription, bool], None],
         on_failure: Callable[[BaseException], None],
         spawn: Spawn,
     ) -> None:
@@ -69,6 +77,10 @@ class Listener:
         self._paused_at: int | None = None  # pts where the caller paused (speculative finalize)
         self._held: list[Audio] = []  # caller audio since that pause, not yet sent
         self._last: tuple[int, float] = (0, 0.0)  # (end pts, arrival) of the newest audio
+        self.whole = bool(getattr(stt, "whole_utterances", False))
+        self._utterance: list[PCM] = []  # sent this utterance (whole-utterance recognisers)
+        self._resent = False  # the utterance was sent again since the last finalize
+        self._replaces: collections.deque[bool] = collections.deque()  # per pending finalize
         self.too_long = 0  # frames not sent: the utterance passed max_utterance
 
     @property
@@ -107,6 +119,7 @@ class Listener:
             await self.open()
         self._listening = True
         self._sent = 0
+        self._utterance = []
         self._held, self._paused_at = [], None
         start = ev.pts - int(ONSET_MARGIN * self.rate)  # a little before the onset the VAD found
         preroll = [f.pcm for f in self._preroll if f.pts + f.samples > start]
@@ -149,6 +162,8 @@ class Listener:
         rec = self._rec
         if rec is None:
             return False
+        self._replaces.append(self._resent)
+        self._resent = False
         try:
             await asyncio.wait_for(rec.finalize(), self.deadlines.first_result)
         except (ProviderError, TimeoutError, OSError) as exc:
@@ -158,6 +173,7 @@ class Listener:
     def fail(self, exc: BaseException) -> None:
         """Drop the recogniser (the next utterance opens a new one) and report."""
         rec, self._rec = self._rec, None
+        self._replaces.clear()
         if self._results is not None and self._results is not asyncio.current_task():
             self._results.cancel()
         if rec is not None:
@@ -180,6 +196,8 @@ class Listener:
         try:
             await asyncio.wait_for(rec.send(pcm), self.deadlines.idle)
             self._sent += len(pcm)
+            if self.whole:
+                self._utterance.append(pcm)
         except (ProviderError, TimeoutError, OSError) as exc:
             self.fail(exc)
 
@@ -189,6 +207,12 @@ class Listener:
         self._paused_at = None
         if until is not None:
             keep = [f.pcm for f in held if f.pts < until]
+            if self.whole and self._utterance:
+                # Decode the utterance again from its start: its next final replaces the speculative one.
+                keep = [*self._utterance, *keep]
+                self._utterance = []
+                self._sent = 0
+                self._resent = True
             if keep:
                 await self._send(np.concatenate(keep))
 
@@ -198,7 +222,8 @@ class Listener:
     async def _read(self, rec: Recognition) -> None:
         try:
             async for result in rec.results():
-                self._on_result(result)
+                replaces = bool(result.final and self._replaces and self._replaces.popleft())
+                self._on_result(result, replaces)
         except asyncio.CancelledError:
             raise
         except (ProviderError, TimeoutError, OSError) as exc:

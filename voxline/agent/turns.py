@@ -87,6 +87,11 @@ class TurnMachine:
                 self.replying = False
         return step.actions
 
+    def restart_pending(self) -> None:
+        """The recogniser decoded the caller's turn again from its start: its next
+        final replaces the words heard so far instead of adding to them."""
+        self.pending_text = ""
+
     # -- rows ----------------------------------------------------------------
 
     def _caller_starts(self, _: str) -> Step:

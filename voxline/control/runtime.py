@@ -41,9 +41,12 @@ INBOUND_RATE = 16000
 
 # Endpointing per agent state: while the bot speaks, demand a longer onset before
 # pausing it (echo and noise); while listening, end the turn after 0.2 s of
-# silence, and after 0.1 s start recognising what was said (SpeechPaused).
-LISTENING = EndpointConfig(threshold=0.5, start=0.2, stop=0.2, pause=0.1)
-WHILE_SPEAKING = EndpointConfig(threshold=0.6, start=0.3, stop=0.2, pause=0.1)
+# silence, and after 0.06 s (two Silero windows) start recognising what was said
+# and drafting the answer (SpeechPaused). A pause that was not the end costs a
+# whisper decode and a cancelled draft: whisper decodes the whole utterance again
+# when speech resumes (agent/listener.py), so nothing is lost in accuracy.
+LISTENING = EndpointConfig(threshold=0.5, start=0.2, stop=0.2, pause=0.06)
+WHILE_SPEAKING = EndpointConfig(threshold=0.6, start=0.3, stop=0.2, pause=0.06)
 
 Observer = Callable[[Session, AgentEvent], None]
 

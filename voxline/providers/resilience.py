@@ -321,6 +321,8 @@ class FallbackSTT:
         if len(rates) > 1:  # audio is sent as it comes: no resampling per provider here
             raise ValueError(f"{name}: STT providers take different rates {sorted(rates)}")
         self.sample_rate = providers[0].sample_rate
+        # Whole-utterance decoding only if every member decodes that way.
+        self.whole_utterances = all(getattr(p, "whole_utterances", False) for p in providers)
 
     async def open(self, deadlines: Deadlines | None = None) -> Recognition:
         rec = _FallbackRecognition(self, deadlines or self.chain.deadlines)

@@ -129,6 +129,9 @@ class WhisperSTT:
 
     name = "whisper"
     sample_rate = SAMPLE_RATE
+    # Each finalize decodes what was sent since the last one as one utterance;
+    # audio sent again is decoded again, not added (see agent/listener.py).
+    whole_utterances = True
 
     def __init__(
         self,
