@@ -66,7 +66,10 @@ async def synthesise(runtime: Runtime, text: str) -> np.ndarray:
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     registry = SessionRegistry(4)
-    cfg = load_config(overrides={"greet": False, "vad": "silero"})  # VOXLINE_* env applies
+    overrides: dict[str, Any] = {"greet": False, "vad": "silero"}
+    if args.temperature is not None:
+        overrides["providers.llm.temperature"] = args.temperature
+    cfg = load_config(overrides=overrides)  # VOXLINE_* env applies
     runtime = Runtime(cfg, registry)
     t_load = time.perf_counter()
     await runtime.start()
@@ -180,6 +183,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.v2v", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--turns", type=int, default=12)
+    parser.add_argument("--temperature", type=float, default=None,
+                        help="the LLM's sampling temperature (default: the service's); 0 makes the "
+                             "answers, and so their lengths, the same in every run")
     add_common_args(parser)
     args = parser.parse_args(argv)
     apply_common(args)
