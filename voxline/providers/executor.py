@@ -49,7 +49,6 @@ import concurrent.futures
 import logging
 import os
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -179,9 +178,6 @@ class InferenceExecutor:
         )
         self._slots = AsyncSlots(self.config.threads + self.config.max_queued)
         self.rejected = 0  # submits that timed out waiting for a slot
-        self._urgent = 0  # urgent jobs running
-        self._urgent_done = threading.Condition()
-        self.yielded_seconds = 0.0  # time long jobs spent waiting for urgent ones
 
     @property
     def pending(self) -> int:
@@ -194,16 +190,8 @@ class InferenceExecutor:
         *args: object,
         admit_timeout: float | None = None,
         model: AsyncSlots | None = None,
-        urgent: bool = False,
     ) -> asyncio.Future[T]:
         """Admit ``fn(*args)`` and return the future of its result without waiting for it.
-
-        ``urgent``: a short job on the path to the caller's ears (recognising a
-        turn, voicing a sentence). While one runs, a long job that calls
-        ``yield_to_urgent`` between its steps (the LLM, between tokens) waits,
-        so on 2 cores the urgent job has the CPU to itself: the first sentence
-        is voiced ~40 ms sooner, and the answer's later words, which play a
-        second or more later, come that much later.
 
         ``model``: the slots of a model that serves fewer calls at once than the
         pool has threads (llama.cpp: one). It is taken first, so a job waiting
@@ -227,16 +215,9 @@ class InferenceExecutor:
             raise
 
         def job() -> T:
-            if urgent:
-                with self._urgent_done:
-                    self._urgent += 1
             try:
                 return fn(*args)
             finally:
-                if urgent:
-                    with self._urgent_done:
-                        self._urgent -= 1
-                        self._urgent_done.notify_all()
                 self._slots.release()
                 if model is not None:
                     model.release()
@@ -248,18 +229,6 @@ class InferenceExecutor:
             if model is not None:
                 model.release()
             raise
-
-    def yield_to_urgent(self, limit: float) -> float:
-        """From a long job's thread, between its steps: wait while urgent jobs run,
-        at most ``limit`` seconds; returns the time waited."""
-        if not self._urgent:  # read without the lock: a step late at worst
-            return 0.0
-        started = time.perf_counter()
-        with self._urgent_done:
-            self._urgent_done.wait_for(lambda: self._urgent == 0, limit)
-        waited = time.perf_counter() - started
-        self.yielded_seconds += waited
-        return waited
 
     async def run(
         self,
