@@ -45,6 +45,9 @@ class SttConfig:
     api_key: str = ""
     url: str = ""
     beam_size: int = 5
+    # Whisper re-decodes the caller's words this often while they speak (0: never):
+    # the demo page shows them, and the LLM evaluates them ahead (agent prefill).
+    interim_ms: int = 300
 
 
 @dataclass(frozen=True, slots=True)

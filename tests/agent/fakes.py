@@ -62,7 +62,12 @@ class FakeSTT:
         self.opened += 1
         if self.fail_open:
             raise ProviderError(self.name, "connect refused")
-        return FakeRecognition(self)
+        self.recognition = FakeRecognition(self)
+        return self.recognition
+
+    def interim(self, text: str) -> None:
+        """An interim result, as a recogniser sends while the caller speaks."""
+        self.recognition.queue.put_nowait(Transcription(text, False))
 
 
 class FakeLLM:

@@ -174,6 +174,40 @@ async def test_the_llm_prepares_the_conversation_between_turns() -> None:
     await call.pipe.stop()
 
 
+async def test_the_llm_evaluates_the_callers_words_while_they_speak() -> None:
+    call = await make_call(script=("what time is it",))
+    prepared: list[tuple[list[dict[str, str]], dict[str, object]]] = []
+
+    async def prepare(messages: list[dict[str, str]], **kw: object) -> None:
+        prepared.append((messages, kw))
+        await call.clock.sleep_until(call.clock.now() + 0.2)
+
+    call.llm.prepare = prepare  # type: ignore[attr-defined]
+    call.pipe.push(SpeechStarted(call.pts, RATE, call.clock.now(), 1))
+    await call.talk(1, 0.4)
+    call.stt.interim("what")
+    await call.talk(1, 0.1)
+    call.stt.interim("what time")  # the first prefill is still running: skipped
+    await call.talk(1, 0.3)
+    call.stt.interim("what time is")
+    await call.talk(1, 0.1)
+    assert [(m[-1], kw) for m, kw in prepared] == [
+        ({"role": "user", "content": "what"}, {"open_turn": False}),
+        ({"role": "user", "content": "what time is"}, {"open_turn": False}),
+    ]
+    assert call.agent.prefills == 2
+    pause_pts = call.pts
+    call.pipe.push(SpeechPaused(pause_pts, RATE, call.clock.now(), 1))
+    await call.talk(1, 0.05)
+    call.stt.interim("what time is it")  # after the pause: the draft will need the model
+    await call.talk(1, 0.25)
+    await call.end_at(1, pause_pts)
+    await call.clock.advance(3.0)
+    assert call.agent.prefills == 2
+    assert call.llm.calls[0][-1]["content"] == "what time is it"
+    await call.pipe.stop()
+
+
 async def test_greeting_is_spoken_at_start() -> None:
     call = await make_call(greeting="Hello there, how can I help?")
     await call.clock.advance(2.0)

@@ -112,7 +112,10 @@ async def test_a_conversation_on_real_speech_with_the_embedded_models(speech_dir
     while (event := await sub.get(timeout=0.1)) is not None:
         events.append(event)
     caller_said = [e["data"]["text"] for e in events  # type: ignore[index]
-                   if e["kind"] == "transcript" and e["data"].get("who") == "caller"]  # type: ignore[union-attr]
+                   if e["kind"] == "transcript" and e["data"].get("who") == "caller"  # type: ignore[union-attr]
+                   and e["data"]["final"]]  # type: ignore[index]
+    interims = [e for e in events if e["kind"] == "transcript" and not e["data"]["final"]]  # type: ignore[index]
+    assert interims  # shown while the caller speaks
     agent_said = [e["data"]["text"] for e in events  # type: ignore[index]
                   if e["kind"] == "transcript" and e["data"].get("who") == "agent"]  # type: ignore[union-attr]
     assert caller_said and {"go", "forward"} <= words(caller_said[0])
@@ -122,7 +125,7 @@ async def test_a_conversation_on_real_speech_with_the_embedded_models(speech_dir
     rec = await runtime.providers.stt.open()
     await rec.send(reply)
     await rec.finalize()
-    heard = await asyncio.wait_for(anext(aiter(rec.results())), 30)
+    heard = await asyncio.wait_for(anext(r async for r in rec.results() if r.final), 30)
     await rec.aclose()
     overlap = len(words(heard.text) & words(agent_said[0])) / len(words(agent_said[0]))
     print(f"caller: {caller_said[0]!r} -> agent: {agent_said[0]!r}; whisper heard {heard.text!r} ({overlap:.0%})")

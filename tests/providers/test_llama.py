@@ -182,6 +182,31 @@ async def test_prepare_leaves_only_the_callers_new_words_to_evaluate() -> None:
     assert evaluated[0] <= len(llama.tokenize(question.encode(), add_bos=False)) + 6, evaluated[0]
 
 
+async def test_prefilling_the_callers_words_so_far_leaves_only_the_rest() -> None:
+    llm = LlamaLLM(SMOL)
+    system: Message = {"role": "system", "content": "You are a terse voice assistant on a phone call."}
+    so_far = "Could you please tell me what the capital city of"
+    await llm.prepare([system, {"role": "user", "content": so_far}], open_turn=False)
+    assert llm._shared is not None
+    llama = llm._shared.llama
+    evaluated: list[int] = []
+    real_eval = llama.eval
+
+    def counting_eval(tokens: Sequence[int]) -> None:
+        evaluated.append(len(tokens))
+        real_eval(tokens)
+
+    llama.eval = counting_eval  # type: ignore[method-assign]  # undone below
+    try:
+        answer = await collect(llm, [system, {"role": "user", "content": so_far + " France is?"}])
+    finally:
+        del llama.eval
+    assert answer
+    # " France is?" and the template's closing tokens only.
+    assert evaluated[0] <= len(llama.tokenize(b" France is?", add_bos=False)) + 6, evaluated[0]
+    assert len(llama.tokenize(so_far.encode(), add_bos=False)) >= 10
+
+
 @pytest.mark.slow
 async def test_qwen_answers_a_simple_question() -> None:
     llm = LlamaLLM(LlamaConfig(temperature=0.0, max_tokens=32))

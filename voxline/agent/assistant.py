@@ -102,6 +102,9 @@ class AssistantConfig:
     # After each reply, let the LLM evaluate the conversation so far (llama.cpp:
     # the next turn's prompt then starts warm).
     prepare_between_turns: bool = True
+    # While the caller speaks, let the LLM evaluate their words so far (from the
+    # recogniser's interim results), so the prompt of the reply is mostly warm.
+    prefill_interims: bool = True
     deadlines: Deadlines = field(default_factory=Deadlines)
     # Budgets per turn mark (seconds); see voxline.media.budget.
     budget_transcript: float = 0.40
@@ -155,6 +158,8 @@ class Assistant:
         self._confirm: asyncio.Task[None] | None = None
         self._reply: Reply | None = None
         self._draft: Reply | None = None  # a reply to a speculative transcript, held
+        self._prefill: asyncio.Task[None] | None = None  # the LLM evaluating interim words
+        self.prefills = 0
         self.drafts = {"started": 0, "adopted": 0, "discarded": 0}
         self._tasks: set[asyncio.Task[None]] = set()
         self._turn = 0
@@ -218,6 +223,28 @@ class Assistant:
             self._apply(self.machine.handle(Event.REPLY_PLAYED))
             self._prepare_next()
 
+    def _prefill_interim(self, text: str) -> None:
+        """The caller's words so far: the LLM may evaluate them while they speak,
+        if it is free (never delaying a reply, a draft or a prefill in flight)."""
+        prepare = getattr(self.llm, "prepare", None)
+        m = self.machine
+        if (
+            prepare is None
+            or not self.config.prefill_interims
+            or not text.strip()
+            or m.state is not State.CALLER_SPEAKING
+            or m.replying
+            or self.listener.pausing  # the final is coming: the draft needs the model
+            or self._draft is not None
+            or (self._prefill is not None and not self._prefill.done())
+        ):
+            return
+        # A whole-utterance recogniser's interims cover the utterance from its start.
+        said = text.strip() if self.listener.whole else " ".join(p for p in (m.pending_text, text.strip()) if p)
+        messages = [*self.conversation.messages(), {"role": "user", "content": said}]
+        self._prefill = self._spawn(self._prepare(prepare, messages, open_turn=False), "llm-prefill")
+        self.prefills += 1
+
     def _prepare_next(self) -> None:
         """Let the LLM evaluate the conversation so far while the caller thinks
         (engines that keep a prompt cache have ``prepare``; others need nothing)."""
@@ -225,9 +252,10 @@ class Assistant:
         if prepare is not None and self.config.prepare_between_turns:
             self._spawn(self._prepare(prepare, self.conversation.messages()), "llm-prepare")
 
-    async def _prepare(self, prepare: Callable[..., Coroutine[Any, Any, None]], messages: list) -> None:  # type: ignore[type-arg]
+    async def _prepare(self, prepare: Callable[..., Coroutine[Any, Any, None]], messages: list,  # type: ignore[type-arg]
+                       **kw: object) -> None:
         try:
-            await asyncio.wait_for(prepare(messages), PREPARE_TIMEOUT)
+            await asyncio.wait_for(prepare(messages, **kw), PREPARE_TIMEOUT)
         except (ProviderError, TimeoutError, OSError) as exc:
             log.info("llm prepare failed: %s", exc)
 
@@ -278,6 +306,7 @@ class Assistant:
             self.machine.restart_pending()
         if not result.final:
             self._report("transcript", turn, {"text": result.text, "final": False, "who": "caller"})
+            self._prefill_interim(result.text)
             return
         if result.text.strip():  # an empty final (after a speculative one) says nothing
             self._report("transcript", turn, {"text": result.text, "final": True, "who": "caller"})
@@ -410,6 +439,8 @@ class Assistant:
 
     def _start_draft(self, turn: int, text: str) -> None:
         self._discard_draft()
+        if self._prefill is not None:
+            self._prefill.cancel()  # its prompt is evaluated already; not its one token
         draft = Reply(turn, int(self.config.max_held_audio * self.tts.sample_rate), draft=text)
         messages = [*self.conversation.messages(), {"role": "user", "content": text}]
         draft.task = self._spawn(self._answer(draft, messages), f"draft-{turn}")

@@ -78,7 +78,8 @@ def _stt(cfg: SttConfig) -> SpeechToText:
     if cfg.engine == "whisper":
         from .stt.whisper import WhisperConfig, WhisperSTT
 
-        return WhisperSTT(WhisperConfig(model=WHISPER_MODELS.get(cfg.model, cfg.model), beam_size=cfg.beam_size))
+        return WhisperSTT(WhisperConfig(model=WHISPER_MODELS.get(cfg.model, cfg.model), beam_size=cfg.beam_size,
+                                        interim_interval_ms=cfg.interim_ms or None))
     if cfg.engine == "deepgram":
         from .resilience import FallbackSTT
         from .stt.deepgram import DeepgramSTT

@@ -146,12 +146,21 @@ class LlamaLLM:
         """Evaluate ``system_prompt`` now, so the first turn that starts with it is warm."""
         await self.prepare([{"role": "system", "content": system_prompt}], deadlines)
 
-    async def prepare(self, messages: Sequence[Message], deadlines: Deadlines | None = None) -> None:
-        """Evaluate ``messages`` and the opening of a user turn now (between turns,
-        while the caller thinks), so the next prompt that continues them evaluates
-        only the caller's new words: the previous answer as the context keeps it
-        (cut at a barge-in) and the template's turn tokens are done ahead."""
-        stream = LlamaStream(self, [*messages, {"role": "user", "content": ""}],
+    async def prepare(
+        self, messages: Sequence[Message], deadlines: Deadlines | None = None, *, open_turn: bool = True
+    ) -> None:
+        """Evaluate ``messages`` now, so the next prompt that starts with them
+        evaluates only what follows.
+
+        ``open_turn`` (between turns, while the caller thinks): also the opening
+        of the next user turn, so the next prompt evaluates only the caller's
+        new words; the previous answer as the context keeps it (cut at a
+        barge-in) and the template's turn tokens are done ahead. Without it
+        (while the caller speaks): ``messages`` end with the caller's words so
+        far, and the final prompt shares them up to the first word that differs.
+        """
+        tail: list[Message] = [{"role": "user", "content": ""}] if open_turn else []
+        stream = LlamaStream(self, [*messages, *tail],
                              deadlines or Deadlines(first_result=30.0), max_tokens=1)  # fmt: skip
         try:
             async for _ in stream:
