@@ -52,6 +52,26 @@ def test_a_phrase_cut_is_at_a_word_boundary_even_if_the_word_grows() -> None:
     assert list(s.flush()) == ["island nearby."]
 
 
+def test_a_hurried_sentence_ends_with_its_mark_not_with_the_next_token() -> None:
+    s = SentenceSplitter()
+    assert list(s.feed("Bees make honey", hurry=True)) == []
+    assert list(s.feed(".", hurry=True)) == ["Bees make honey."]  # not waiting for the end of the answer
+    s = SentenceSplitter()
+    assert list(s.feed("Is it blue?", hurry=True)) == ["Is it blue?"]
+    # A number, an abbreviation or an initial may go on: wait for the next token.
+    for start, rest, whole in (("It equals 4.", "5", "It equals 4.5"),
+                               ("Ask Dr.", " Smith", "Ask Dr. Smith"),
+                               ("It was J.", " R.", "It was J. R.")):
+        s = SentenceSplitter()
+        assert list(s.feed(start, hurry=True)) == []
+        assert list(s.feed(rest, hurry=True)) == []
+        assert " ".join(s.flush()) == whole
+    # Not hurried: the sentence ends when the next token shows it.
+    s = SentenceSplitter()
+    assert list(s.feed("Bees make honey.")) == []
+    assert list(s.flush()) == ["Bees make honey."]
+
+
 def test_no_phrase_cut_unless_hurried() -> None:
     tokens = ["The", " capital", " of", " France", " is", " Paris", "."]
     assert hurried(tokens, hurry_from=99) == ["The capital of France is Paris."]

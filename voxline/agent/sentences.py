@@ -30,6 +30,7 @@ _ABBREVIATIONS = frozenset(
     "mr mrs ms dr prof sr jr st vs etc e.g i.e a.m p.m u.s no fig approx dept est inc ltd co".split()
 )
 _SENTENCE_END = re.compile(r"[.!?…]+[\"')\]]*(?=\s)")
+_SENTENCE_END_NOW = re.compile(r"[.!?…]+[\"')\]]*$")  # at the end of what has come so far
 _CLAUSE_END = re.compile(r"[,;:]\s|\s[—–-]\s")
 _WORD = re.compile(r"\S+")
 # Words that open a phrase: a first piece may end before one of these.
@@ -88,6 +89,17 @@ class SentenceSplitter:
                     self._buf = buf[m.end() :].lstrip()
                     return candidate.rstrip(" —–-")
         if self._emitted == 0 and hurry:
+            # A sentence whose end is the newest token: normally the next token
+            # (a space, or the end of the answer) confirms it; hurried, "?" and
+            # "!" need no confirming, nor a "." after a word that is not an
+            # abbreviation, an initial or a number (which might go on "3.5").
+            m = _SENTENCE_END_NOW.search(buf)
+            if m is not None and buf[: m.start()].strip():
+                mark = buf[m.start()]
+                before = buf[: m.start()].rstrip()
+                if mark != "." or not (self._is_false_end(buf, m.start()) or before[-1:].isdigit()):
+                    self._buf = ""
+                    return buf.strip()
             cut = self._phrase_cut(buf)
             if cut is not None:
                 self._buf = buf[cut:]
