@@ -189,6 +189,8 @@ async def test_the_llm_evaluates_the_callers_words_while_they_speak() -> None:
     await call.talk(1, 0.1)
     call.stt.interim("what time")  # the first prefill is still running: skipped
     await call.talk(1, 0.3)
+    call.stt.interim("what time i")  # done, but too soon after it: skipped
+    await call.talk(1, 0.2)
     call.stt.interim("what time is")
     await call.talk(1, 0.1)
     assert [(m[-1], kw) for m, kw in prepared] == [

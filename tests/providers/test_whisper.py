@@ -139,6 +139,31 @@ async def test_a_decode_that_loops_in_a_tight_window_is_decoded_again_in_full(
     assert words(result.text) == ["go", "forward", "ten", "meters"], result.text
 
 
+async def test_a_final_of_the_audio_an_interim_just_decoded_is_that_interim(speech_dir: Path) -> None:
+    ticks = iter(range(1000))
+    stt = WhisperSTT(WhisperConfig(interim_interval_ms=1), clock=lambda: float(next(ticks)))
+    rec = await stt.open()
+    try:
+        await rec.send(goforward(speech_dir))  # an interim of all of it
+        results = aiter(rec.results())
+        interim = await anext(results)
+        assert not interim.final and words(interim.text) == ["go", "forward", "ten", "meters"]
+        await rec.finalize()  # nothing said since: no second decode
+        final = await anext(results)
+        assert final.final and final.text == interim.text
+        assert rec.reused_interims == 1  # type: ignore[attr-defined]
+        assert stt.stats["windowed"] == 1
+        # New audio after it: decoded afresh.
+        await rec.send(goforward(speech_dir)[:16000])
+        await rec.finalize()
+        async for result in results:
+            if result.final:
+                break
+        assert rec.reused_interims == 1 and stt.stats["windowed"] >= 2  # type: ignore[attr-defined]
+    finally:
+        await rec.aclose()
+
+
 @pytest.mark.parametrize(
     "audio",
     [

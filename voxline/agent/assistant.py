@@ -79,6 +79,10 @@ def trim_leading_silence(pcm: PCM, rate: int) -> PCM:
     return pcm[max(0, int(loud[0]) - int(LEAD_KEEP * rate)) :]
 SENTENCE_QUEUE = 8  # sentences between the LLM and TTS: backpressure on the LLM
 PREPARE_TIMEOUT = 10.0  # seconds for the LLM to evaluate the conversation between turns
+# At most one prefill of the caller's words per this many seconds: each is ~0.1-0.2 s
+# of the LLM, and one still running when the caller pauses slows the decode of
+# their last words on 2 cores.
+PREFILL_INTERVAL = 0.6
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +163,7 @@ class Assistant:
         self._reply: Reply | None = None
         self._draft: Reply | None = None  # a reply to a speculative transcript, held
         self._prefill: asyncio.Task[None] | None = None  # the LLM evaluating interim words
+        self._prefill_at = float("-inf")
         self.prefills = 0
         self.drafts = {"started": 0, "adopted": 0, "discarded": 0}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -237,8 +242,10 @@ class Assistant:
             or self.listener.pausing  # the final is coming: the draft needs the model
             or self._draft is not None
             or (self._prefill is not None and not self._prefill.done())
+            or self._now() - self._prefill_at < PREFILL_INTERVAL
         ):
             return
+        self._prefill_at = self._now()
         # A whole-utterance recogniser's interims cover the utterance from its start.
         said = text.strip() if self.listener.whole else " ".join(p for p in (m.pending_text, text.strip()) if p)
         messages = [*self.conversation.messages(), {"role": "user", "content": said}]

@@ -47,6 +47,13 @@ and ~21 tokens/s instead of ~12 until the first piece is voiced. What the
 executor cannot see (the event loop of hundreds of calls, another process)
 still collapses 2 spinning threads: set ``burst_threads`` to ``None`` there.
 
+One thread of its own: every generation runs on the model's own thread, not
+on whichever executor thread is free (it is still admitted and counted by the
+shared executor). llama.cpp computes with OpenMP, and an OpenMP team belongs to
+the thread that starts it: run from the executor's two threads in turn, the
+model kept two teams, and the idle team's spinning thread took the core the
+busy one needed (measured in the V2V benchmark: four threads in ggml's code).
+
 Deadlines: ``first_result`` covers waiting for the model and the prompt
 evaluation up to the first token, ``idle`` each gap between tokens, ``total``
 the whole answer; a miss raises ``ProviderTimeout`` and stops the generation.
@@ -55,6 +62,7 @@ the whole answer; a miss raises ``ProviderTimeout`` and stops the generation.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import time
 from collections.abc import Sequence
@@ -102,6 +110,7 @@ class LlamaConfig:
 class _Shared:
     llama: Llama
     slots: AsyncSlots
+    thread: concurrent.futures.ThreadPoolExecutor  # every llama.cpp call, from one thread
 
 
 class LlamaLLM:
@@ -137,7 +146,7 @@ class LlamaLLM:
             verbose=False,
         )
         log.info("llama %s loaded in %.2fs", gguf.name, time.perf_counter() - started)
-        return _Shared(llama, AsyncSlots(1))
+        return _Shared(llama, AsyncSlots(1), concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="voxline-llama"))
 
     def stream(self, messages: Sequence[Message], deadlines: Deadlines | None = None) -> LlamaStream:
         return LlamaStream(self, list(messages), deadlines or Deadlines())
@@ -160,8 +169,10 @@ class LlamaLLM:
         far, and the final prompt shares them up to the first word that differs.
         """
         tail: list[Message] = [{"role": "user", "content": ""}] if open_turn else []
+        # While the caller speaks, whisper decodes their words every few hundred
+        # ms: evaluate on one thread and leave it the other core.
         stream = LlamaStream(self, [*messages, *tail],
-                             deadlines or Deadlines(first_result=30.0), max_tokens=1)  # fmt: skip
+                             deadlines or Deadlines(first_result=30.0), max_tokens=1, burst=open_turn)  # fmt: skip
         try:
             async for _ in stream:
                 pass
@@ -179,8 +190,12 @@ class LlamaStream:
     running). ``wait_done()`` waits for that thread to end.
     """
 
-    def __init__(self, llm: LlamaLLM, messages: list[Message], deadlines: Deadlines, max_tokens: int | None = None) -> None:
+    def __init__(
+        self, llm: LlamaLLM, messages: list[Message], deadlines: Deadlines, max_tokens: int | None = None,
+        burst: bool = True,
+    ) -> None:
         self._llm = llm
+        self._burst = burst
         self._messages = messages
         self._deadlines = deadlines
         self._max_tokens = llm.config.max_tokens if max_tokens is None else max_tokens
@@ -230,7 +245,8 @@ class LlamaStream:
         remaining = max(0.0, d.first_result - (loop.time() - self._started_at))
         try:
             self._job = await self._llm._executor.submit(
-                self._generate, shared.llama, self._channel, admit_timeout=remaining, model=shared.slots
+                self._generate, shared.llama, self._channel, admit_timeout=remaining, model=shared.slots,
+                thread=shared.thread,
             )
         except ProviderTimeout:
             raise ProviderTimeout(self._llm.name, "first token", d.first_result) from None
@@ -263,7 +279,7 @@ class LlamaStream:
         if channel.cancelled:  # given up while waiting for the model
             channel.close()
             return
-        threads = _Threads(llama, c, self._llm._executor)
+        threads = _Threads(llama, c, self._llm._executor, self._burst)
         if threads.pick():  # the prompt is evaluated at the first chunk
             self.burst_steps += 1
         chunks: Any = llama.create_chat_completion(
@@ -326,10 +342,10 @@ class _Threads:
 
     __slots__ = ("_ctx", "_floor", "_burst", "_executor", "current")
 
-    def __init__(self, llama: Llama, config: LlamaConfig, executor: InferenceExecutor) -> None:
+    def __init__(self, llama: Llama, config: LlamaConfig, executor: InferenceExecutor, allowed: bool = True) -> None:
         self._ctx = llama._ctx.ctx  # llama-cpp-python's context pointer
         self._floor = (config.n_threads, config.n_threads_batch or config.n_threads)
-        burst = config.burst_threads
+        burst = config.burst_threads if allowed else None
         self._burst = (burst, max(burst, self._floor[1])) if burst and burst > config.n_threads else None
         self._executor = executor
         self.current = self._floor

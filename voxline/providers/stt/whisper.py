@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import math
 import time
@@ -119,6 +120,7 @@ NO_SPEECH = (0.6, -1.0)  # faster-whisper's no-speech rule: probability above, m
 class _Job:
     audio: PCM
     final: bool
+    utterance: int = 0  # finalizes before this job: interims of one utterance share it
 
 
 _CLOSED: Final = object()
@@ -286,6 +288,11 @@ class WhisperRecognition:
         self._interim_at = stt._clock()
         self._closed = False
         self.dropped_samples = 0
+        self._utterance = 0
+        # (utterance, samples, result) of the newest interim: a final of the same
+        # audio is that result again, not a second decode.
+        self._last_interim: tuple[int, int, Transcription] | None = None
+        self.reused_interims = 0
         self._worker = asyncio.create_task(self._run(), name="whisper-recognition")
 
     async def send(self, pcm: PCM) -> None:
@@ -330,13 +337,14 @@ class WhisperRecognition:
             return  # too soon, or a decode is already waiting: skip rather than queue
         self._interim_at = now
         audio = np.concatenate(list(self._chunks))
-        self._jobs.put_nowait(_Job(audio, final=False))
+        self._jobs.put_nowait(_Job(audio, final=False, utterance=self._utterance))
 
     async def finalize(self) -> None:
         """Queue what was sent since the last finalize for its final transcript."""
         if self._closed or self._worker.done():
             raise ProviderError(self._stt.name, "recognition is closed", retryable=False)
-        job = _Job(self._take(), final=True)
+        job = _Job(self._take(), final=True, utterance=self._utterance)
+        self._utterance += 1
         self._interim_at = self._stt._clock()
         try:
             async with asyncio.timeout(self._deadlines.idle):
@@ -351,6 +359,13 @@ class WhisperRecognition:
                 job = await self._jobs.get()
                 if not job.final and not self._jobs.empty():
                     continue  # a newer request supersedes this interim
+                last = self._last_interim
+                if job.final and last is not None and last[:2] == (job.utterance, len(job.audio)):
+                    # Nothing was said since that interim (the caller paused just
+                    # after it was taken): it is the final transcript.
+                    self.reused_interims += 1
+                    await self._results.put(dataclasses.replace(last[2], final=True))
+                    continue
                 try:
                     async with asyncio.timeout(first):
                         result = await self._stt.decode(self._shared, job.audio, job.final, first)
@@ -361,6 +376,8 @@ class WhisperRecognition:
                     log.exception("whisper decode failed")
                     await self._results.put(ProviderError(self._stt.name, f"decode failed: {exc}"))
                     return
+                if not job.final:
+                    self._last_interim = (job.utterance, len(job.audio), result)
                 await self._results.put(result)
         except asyncio.CancelledError:
             pass
