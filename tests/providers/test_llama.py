@@ -262,6 +262,66 @@ async def test_burst_threads_only_while_the_model_is_the_executors_only_job() ->
         executor.shutdown()
 
 
+async def test_a_long_job_yields_to_urgent_ones_for_a_bounded_time() -> None:
+    executor = InferenceExecutor(ExecutorConfig(threads=2, max_queued=2))
+    loop = asyncio.get_running_loop()
+    gate, started = threading.Event(), threading.Event()
+
+    def job() -> bool:
+        started.set()
+        return gate.wait(5)
+
+    try:
+        assert executor.yield_to_urgent(1.0) == 0.0  # nothing urgent: no wait
+        urgent = await executor.submit(job, urgent=True)
+        assert await loop.run_in_executor(None, started.wait, 5)
+        waiting = loop.run_in_executor(None, executor.yield_to_urgent, 5.0)
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        gate.set()
+        assert 0.1 < await waiting < 5.0
+        await urgent
+        gate.clear()
+        started.clear()
+        urgent = await executor.submit(job, urgent=True)
+        assert await loop.run_in_executor(None, started.wait, 5)
+        assert 0.05 <= await loop.run_in_executor(None, executor.yield_to_urgent, 0.05) < 5.0  # bounded
+        gate.set()
+        await urgent
+    finally:
+        gate.set()
+        executor.shutdown()
+
+
+async def test_the_model_waits_for_an_urgent_job_before_its_next_token() -> None:
+    executor = InferenceExecutor(ExecutorConfig(threads=2, max_queued=2))
+    llm = LlamaLLM(LlamaConfig(model="smollm2-135m", temperature=0.0, max_tokens=8), executor=executor)
+    await llm.load()
+    gate = threading.Event()
+    try:
+        started = threading.Event()
+
+        def job() -> bool:
+            started.set()
+            return gate.wait(5)
+
+        urgent = await executor.submit(job, urgent=True)  # e.g. Piper voicing a sentence
+        assert await asyncio.get_running_loop().run_in_executor(None, started.wait, 5)
+        stream = llm.stream(STORY)
+        first = asyncio.ensure_future(anext(stream))
+        await asyncio.sleep(0.3)  # SmolLM2's first token takes ~0.1 s
+        assert not first.done()
+        gate.set()
+        assert await first
+        await urgent
+        await stream.aclose()
+        await stream.wait_done()
+        assert executor.yielded_seconds >= 0.2
+    finally:
+        gate.set()
+        executor.shutdown()
+
+
 async def test_executor_bounds_admitted_jobs() -> None:
     executor = InferenceExecutor(ExecutorConfig(threads=1, max_queued=1))
     gate = threading.Event()

@@ -49,6 +49,7 @@ import concurrent.futures
 import logging
 import os
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -178,6 +179,9 @@ class InferenceExecutor:
         )
         self._slots = AsyncSlots(self.config.threads + self.config.max_queued)
         self.rejected = 0  # submits that timed out waiting for a slot
+        self._urgent = 0  # urgent jobs running
+        self._urgent_done = threading.Condition()
+        self.yielded_seconds = 0.0  # time long jobs spent waiting for urgent ones
 
     @property
     def pending(self) -> int:
@@ -191,12 +195,19 @@ class InferenceExecutor:
         admit_timeout: float | None = None,
         model: AsyncSlots | None = None,
         thread: concurrent.futures.Executor | None = None,
+        urgent: bool = False,
     ) -> asyncio.Future[T]:
         """Admit ``fn(*args)`` and return the future of its result without waiting for it.
 
         ``thread``: run it there instead of on a pool thread (a model that must
         always compute from the same thread; it is admitted and counted here
         all the same).
+
+        ``urgent``: a short job on the path to the caller's ears (recognising
+        a turn, voicing a sentence). While one runs, a long job that calls ``yield_to_urgent``
+        between its steps (the LLM, between tokens) waits, so on 2 cores the
+        urgent job has the CPU to itself; the answer's later words, which play
+        a second or more later, come that much later.
 
         ``model``: the slots of a model that serves fewer calls at once than the
         pool has threads (llama.cpp: one). It is taken first, so a job waiting
@@ -220,9 +231,16 @@ class InferenceExecutor:
             raise
 
         def job() -> T:
+            if urgent:
+                with self._urgent_done:
+                    self._urgent += 1
             try:
                 return fn(*args)
             finally:
+                if urgent:
+                    with self._urgent_done:
+                        self._urgent -= 1
+                        self._urgent_done.notify_all()
                 self._slots.release()
                 if model is not None:
                     model.release()
@@ -234,6 +252,18 @@ class InferenceExecutor:
             if model is not None:
                 model.release()
             raise
+
+    def yield_to_urgent(self, limit: float) -> float:
+        """From a long job's thread, between its steps: wait while urgent jobs run,
+        at most ``limit`` seconds; returns the time waited."""
+        if not self._urgent:  # read without the lock: a step late at worst
+            return 0.0
+        started = time.perf_counter()
+        with self._urgent_done:
+            self._urgent_done.wait_for(lambda: self._urgent == 0, limit)
+        waited = time.perf_counter() - started
+        self.yielded_seconds += waited
+        return waited
 
     async def run(
         self,

@@ -54,6 +54,12 @@ the thread that starts it: run from the executor's two threads in turn, the
 model kept two teams, and the idle team's spinning thread took the core the
 busy one needed (measured in the V2V benchmark: four threads in ggml's code).
 
+Urgent jobs first: before each token the model also waits (up to
+``URGENT_WAIT``) while an urgent job runs in the executor (a whisper decode,
+Piper voicing a sentence; ``InferenceExecutor.submit(urgent=True)``). Those
+are short and the caller is waiting on them; the tokens after the first
+piece play a second or more later.
+
 Deadlines: ``first_result`` covers waiting for the model and the prompt
 evaluation up to the first token, ``idle`` each gap between tokens, ``total``
 the whole answer; a miss raises ``ProviderTimeout`` and stops the generation.
@@ -337,6 +343,9 @@ class LlamaStream:
             self._channel.cancel()
 
 
+URGENT_WAIT = 0.5  # seconds the model waits, per token, for urgent jobs (whisper, Piper)
+
+
 class _Threads:
     """Chooses llama.cpp's thread count before each decode (see the module docstring)."""
 
@@ -351,7 +360,9 @@ class _Threads:
         self.current = self._floor
 
     def pick(self) -> bool:
-        """Set the counts for the next decode; True if they are the burst counts."""
+        """Before the next decode: let urgent jobs (whisper, Piper) finish first,
+        then set the thread counts; True if they are the burst counts."""
+        self._executor.yield_to_urgent(URGENT_WAIT)
         if self._burst is None:
             return False
         burst = self._executor.pending <= 1  # this job is the executor's only one

@@ -262,7 +262,7 @@ class WhisperSTT:
 
     async def decode(self, shared: _Shared, audio: PCM, final: bool, timeout: float) -> Transcription:
         future = await self._executor.submit(
-            self._decode, shared, audio, final, admit_timeout=timeout, model=shared.slots
+            self._decode, shared, audio, final, admit_timeout=timeout, model=shared.slots, urgent=True
         )
         return await future
 

@@ -146,7 +146,7 @@ class PiperTTS:
             except BaseException as exc:
                 channel.close(ProviderError(self.name, f"synthesis failed: {exc!r}"))
 
-        done = await self._executor.submit(job, admit_timeout=d.first_result, model=shared.slots)
+        done = await self._executor.submit(job, admit_timeout=d.first_result, model=shared.slots, urgent=True)
         try:
             async for chunk in receive(channel, self.name, d):
                 yield chunk
