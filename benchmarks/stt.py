@@ -4,7 +4,8 @@ Real speech with reference transcripts: the five LibriVox sentences of
 ``pocketsphinx-testdata`` (3-7 s each), the same joined in pairs (8-13 s), and
 the V2V benchmark's twelve questions synthesised with Piper (1-3 s). Each clip
 is decoded by ``WhisperSTT`` with ``window_seconds`` at its default (10 s) and
-with ``None`` (whisper's 30 s on every turn), ``--repeat`` times each; the
+with ``None`` (whisper's 30 s on every turn), each with beam search (5, the
+default) and greedy, ``--repeat`` times each; the
 figures are the median decode time per clip and the word error rate against
 the reference (numbers written as words; punctuation and case ignored).
 
@@ -93,10 +94,10 @@ async def decode(stt: WhisperSTT, audio: np.ndarray) -> tuple[str, float]:
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     sets = {"librivox": librivox(), "questions": await questions()}
     modes = {
-        "window_10s": WhisperSTT(),
-        "full_30s": WhisperSTT(WhisperConfig(window_seconds=None)),
-        "window_10s_beam5": WhisperSTT(WhisperConfig(beam_size=5)),
-        "full_30s_beam5": WhisperSTT(WhisperConfig(window_seconds=None, beam_size=5)),
+        "window_10s_beam5": WhisperSTT(),  # the default
+        "full_30s_beam5": WhisperSTT(WhisperConfig(window_seconds=None)),
+        "window_10s_greedy": WhisperSTT(WhisperConfig(beam_size=1)),
+        "full_30s_greedy": WhisperSTT(WhisperConfig(window_seconds=None, beam_size=1)),
     }
     for stt in modes.values():
         await decode(stt, sets["questions"][0][2])  # load and warm
