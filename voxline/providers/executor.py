@@ -284,29 +284,11 @@ _shared_lock = threading.Lock()
 _shared: InferenceExecutor | None = None
 
 
-def limit_blas_threads() -> None:
-    """One thread for numpy's BLAS (OpenBLAS) in this process.
-
-    faster-whisper computes its features with numpy (a matrix product per
-    decode); OpenBLAS runs that on a thread per core, and its idle threads
-    spin. On 2 cores they took the core llama.cpp's second thread needed:
-    measured in the V2V benchmark, 9% of the process's CPU in OpenBLAS, 12% in
-    llama.cpp's barrier spin, and ~60 ms per token instead of ~43. The product
-    itself is small; one thread does it without spinning.
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - a declared dependency
-        return
-    threadpool_limits(1, user_api="blas")
-
-
 def shared_executor() -> InferenceExecutor:
     """The process-wide executor (created on first use; ``VOXLINE_INFER_THREADS`` overrides the thread count)."""
     global _shared
     with _shared_lock:
         if _shared is None:
-            limit_blas_threads()
             config = ExecutorConfig()
             if threads := int(os.environ.get("VOXLINE_INFER_THREADS", "0")):
                 config = ExecutorConfig(threads=threads)
