@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-__all__ = ["add_common_args", "apply_common", "run", "percentiles", "emit_json"]
+__all__ = ["add_common_args", "apply_common", "emit_json", "new_parser", "percentiles", "run", "run_main"]
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -54,3 +54,21 @@ def percentiles(values_us: Sequence[float] | np.ndarray) -> dict[str, float]:
 
 def emit_json(obj: object, out: Callable[[str], None] = print) -> None:
     out(orjson.dumps(obj).decode())
+
+
+def new_parser(name: str, doc: str | None) -> argparse.ArgumentParser:
+    """A benchmark's argument parser, its module docstring as the help text."""
+    return argparse.ArgumentParser(prog=f"python -m benchmarks.{name}", description=doc,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def run_main(
+    parser: argparse.ArgumentParser,
+    main_async: Callable[[argparse.Namespace], Coroutine[Any, Any, Any]],
+    argv: Sequence[str] | None,
+) -> None:
+    """Add the common flags, parse, apply them, run and print the result as JSON."""
+    add_common_args(parser)
+    args = parser.parse_args(argv)
+    apply_common(args)
+    emit_json(run(main_async(args), args.loop))

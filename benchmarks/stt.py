@@ -17,7 +17,7 @@ The last line printed is one JSON object.
 from __future__ import annotations
 
 import argparse
-import asyncio
+import itertools
 import re
 import statistics
 import time
@@ -30,7 +30,7 @@ import soxr
 
 from voxline.providers.stt.whisper import WhisperConfig, WhisperSTT
 
-from .common import add_common_args, apply_common, emit_json, run
+from .common import new_parser, run_main
 from .v2v import QUESTIONS
 
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
@@ -63,7 +63,7 @@ def librivox() -> list[tuple[str, str, np.ndarray]]:
         audio, rate = sf.read(LIBRIVOX / f"{name}.wav", dtype="int16")
         assert rate == 16000
         clips.append((name[-4:], refs[name], np.asarray(audio, np.int16)))
-    pairs = [(f"{a[0]}+{b[0]}", f"{a[1]} {b[1]}", np.concatenate([a[2], b[2]])) for a, b in zip(clips, clips[1:])]
+    pairs = [(f"{a[0]}+{b[0]}", f"{a[1]} {b[1]}", np.concatenate([a[2], b[2]])) for a, b in itertools.pairwise(clips)]
     return clips + pairs
 
 
@@ -131,13 +131,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.stt", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = new_parser("stt", __doc__)
     parser.add_argument("--repeat", type=int, default=3)
-    add_common_args(parser)
-    args = parser.parse_args(argv)
-    apply_common(args)
-    emit_json(run(main_async(args), args.loop))
+    run_main(parser, main_async, argv)
 
 
 if __name__ == "__main__":

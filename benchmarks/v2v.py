@@ -28,7 +28,7 @@ from voxline.control.session import SessionRegistry
 from voxline.media.frames import Audio, Frame
 from voxline.media.resample import resample_chunk
 
-from .common import add_common_args, apply_common, emit_json, run
+from .common import new_parser, run_main
 
 QUESTIONS = (
     "What is the capital of France?",
@@ -180,16 +180,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.v2v", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = new_parser("v2v", __doc__)
     parser.add_argument("--turns", type=int, default=12)
     parser.add_argument("--temperature", type=float, default=None,
                         help="the LLM's sampling temperature (default: the service's); 0 makes the "
                              "answers, and so their lengths, the same in every run")
-    add_common_args(parser)
-    args = parser.parse_args(argv)
-    apply_common(args)
-    emit_json(run(main_async(args), args.loop))
+    run_main(parser, main_async, argv)
 
 
 if __name__ == "__main__":

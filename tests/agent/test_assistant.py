@@ -49,6 +49,14 @@ class Call:
         if end:
             await self.end(turn)
 
+    async def speak_and_pause(self, turn: int, seconds: float) -> int:
+        """Start a turn, speak for ``seconds`` and pause (SpeechPaused); the pause's pts."""
+        self.pipe.push(SpeechStarted(self.pts, RATE, self.clock.now(), turn))
+        await self.talk(turn, seconds)
+        pts = self.pts
+        self.pipe.push(SpeechPaused(pts, RATE, self.clock.now(), turn))
+        return pts
+
     async def talk(self, turn: int, seconds: float) -> None:
         for _ in range(round(seconds / 0.02)):
             self.pipe.push(Audio(np.full(320, 300, np.int16), RATE, self.pts, self.clock.now(), turn))
@@ -406,10 +414,7 @@ async def test_barge_in_after_generation_finished_keeps_only_the_heard_part() ->
 
 async def test_speculative_finalize_during_the_hangover_answers_from_the_early_transcript() -> None:
     call = await make_call(script=("what time is it",))
-    call.pipe.push(SpeechStarted(call.pts, RATE, call.clock.now(), 1))
-    await call.talk(1, 0.6)
-    pause_pts = call.pts
-    call.pipe.push(SpeechPaused(pause_pts, RATE, call.clock.now(), 1))
+    pause_pts = await call.speak_and_pause(1, 0.6)
     await call.talk(1, 0.1)  # hangover silence: held, never sent to the recogniser
     await call.end_at(1, pause_pts)
     await call.clock.advance(3.0)
@@ -424,9 +429,7 @@ async def test_speculative_finalize_during_the_hangover_answers_from_the_early_t
 
 async def test_speech_resuming_after_a_pause_is_recognised_and_joined() -> None:
     call = await make_call(script=("book a table", "for two"))
-    call.pipe.push(SpeechStarted(call.pts, RATE, call.clock.now(), 1))
-    await call.talk(1, 0.5)
-    call.pipe.push(SpeechPaused(call.pts, RATE, call.clock.now(), 1))
+    await call.speak_and_pause(1, 0.5)
     await call.talk(1, 0.1)  # the pause
     await call.talk(1, 0.5)  # ... and the caller goes on
     await call.end_at(1, call.pts)
@@ -446,9 +449,7 @@ async def test_speech_resuming_after_a_pause_is_recognised_and_joined() -> None:
 
 async def test_a_whole_utterance_recogniser_decodes_again_from_the_start_when_speech_resumes() -> None:
     call = await make_call(script=("book a table", "book a table for two", ""), whole=True)
-    call.pipe.push(SpeechStarted(call.pts, RATE, call.clock.now(), 1))
-    await call.talk(1, 0.5)
-    call.pipe.push(SpeechPaused(call.pts, RATE, call.clock.now(), 1))
+    await call.speak_and_pause(1, 0.5)
     await call.talk(1, 0.1)  # the pause
     await call.talk(1, 0.5)  # ... and the caller goes on
     pause_pts = call.pts
@@ -470,10 +471,7 @@ async def test_a_whole_utterance_recogniser_decodes_again_from_the_start_when_sp
 
 async def test_a_draft_starts_at_the_pause_and_plays_only_once_the_turn_has_ended() -> None:
     call = await make_call(script=("what time is it",))
-    call.pipe.push(SpeechStarted(call.pts, RATE, call.clock.now(), 1))
-    await call.talk(1, 0.6)
-    pause_pts = call.pts
-    call.pipe.push(SpeechPaused(pause_pts, RATE, call.clock.now(), 1))
+    pause_pts = await call.speak_and_pause(1, 0.6)
     await call.talk(1, 1.0)  # a long hangover: the draft is written and voiced meanwhile
     assert call.llm.calls and call.llm.calls[0][-1]["content"] == "what time is it"
     assert call.tts.texts  # voiced ahead ...
@@ -499,9 +497,7 @@ async def test_a_draft_starts_at_the_pause_and_plays_only_once_the_turn_has_ende
 
 async def test_a_second_pause_replaces_the_draft() -> None:
     call = await make_call(script=("book a table", "for two", ""), per_token=0.2)
-    call.pipe.push(SpeechStarted(call.pts, RATE, call.clock.now(), 1))
-    await call.talk(1, 0.5)
-    call.pipe.push(SpeechPaused(call.pts, RATE, call.clock.now(), 1))
+    await call.speak_and_pause(1, 0.5)
     await call.talk(1, 0.4)  # the first draft starts here
     await call.talk(1, 0.5)  # the caller goes on
     pause_pts = call.pts
@@ -518,9 +514,7 @@ async def test_a_second_pause_replaces_the_draft() -> None:
 
 async def test_no_draft_when_preemption_is_off() -> None:
     call = await make_call(script=("what time is it",), preemptive=False)
-    call.pipe.push(SpeechStarted(call.pts, RATE, call.clock.now(), 1))
-    await call.talk(1, 0.6)
-    call.pipe.push(SpeechPaused(call.pts, RATE, call.clock.now(), 1))
+    await call.speak_and_pause(1, 0.6)
     await call.talk(1, 0.5)
     assert not call.llm.calls
     await call.end_at(1, call.pts - int(0.5 * RATE))

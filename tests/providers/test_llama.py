@@ -128,10 +128,8 @@ async def test_total_deadline() -> None:
     assert info.value.phase == "whole answer"
 
 
-async def test_warm_system_prompt_is_not_evaluated_again() -> None:
-    llm = LlamaLLM(SMOL)
-    system = "You are a terse voice assistant on a phone call. " * 8
-    await llm.warm(system)
+async def evaluated_for(llm: LlamaLLM, messages: list[Message]) -> tuple[str, list[int]]:
+    """The answer to ``messages`` and the sizes of the batches llama.cpp evaluated for it."""
     assert llm._shared is not None
     llama = llm._shared.llama
     evaluated: list[int] = []
@@ -143,12 +141,23 @@ async def test_warm_system_prompt_is_not_evaluated_again() -> None:
 
     llama.eval = counting_eval  # type: ignore[method-assign]  # undone below
     try:
-        answer = await collect(llm, [{"role": "system", "content": system}, {"role": "user", "content": "Hi."}])
+        return await collect(llm, messages), evaluated
     finally:
         del llama.eval
+
+
+def n_tokens(llm: LlamaLLM, text: str) -> int:
+    assert llm._shared is not None
+    return len(llm._shared.llama.tokenize(text.encode(), add_bos=False))
+
+
+async def test_warm_system_prompt_is_not_evaluated_again() -> None:
+    llm = LlamaLLM(SMOL)
+    system = "You are a terse voice assistant on a phone call. " * 8
+    await llm.warm(system)
+    answer, evaluated = await evaluated_for(llm, [{"role": "system", "content": system}, {"role": "user", "content": "Hi."}])
     assert answer
-    prompt_tokens = len(llama.tokenize(system.encode()))
-    assert prompt_tokens > 60
+    assert n_tokens(llm, system) > 60
     assert evaluated[0] < 20  # only the user's turn and the template around it
 
 
@@ -161,25 +170,12 @@ async def test_prepare_leaves_only_the_callers_new_words_to_evaluate() -> None:
         {"role": "assistant", "content": "The capital of France is Paris, a city on the Seine, famous for art."},
     ]
     await llm.prepare(history)
-    assert llm._shared is not None
-    llama = llm._shared.llama
-    evaluated: list[int] = []
-    real_eval = llama.eval
-
-    def counting_eval(tokens: Sequence[int]) -> None:
-        evaluated.append(len(tokens))
-        real_eval(tokens)
-
-    llama.eval = counting_eval  # type: ignore[method-assign]  # undone below
-    try:
-        question = "And of Italy?"
-        answer = await collect(llm, [*history, {"role": "user", "content": question}])
-    finally:
-        del llama.eval
+    question = "And of Italy?"
+    answer, evaluated = await evaluated_for(llm, [*history, {"role": "user", "content": question}])
     assert answer
     # The question and the template's closing tokens, not the answer before it
     # nor the opening of the user's turn.
-    assert evaluated[0] <= len(llama.tokenize(question.encode(), add_bos=False)) + 6, evaluated[0]
+    assert evaluated[0] <= n_tokens(llm, question) + 6, evaluated[0]
 
 
 async def test_prefilling_the_callers_words_so_far_leaves_only_the_rest() -> None:
@@ -187,24 +183,11 @@ async def test_prefilling_the_callers_words_so_far_leaves_only_the_rest() -> Non
     system: Message = {"role": "system", "content": "You are a terse voice assistant on a phone call."}
     so_far = "Could you please tell me what the capital city of"
     await llm.prepare([system, {"role": "user", "content": so_far}], open_turn=False)
-    assert llm._shared is not None
-    llama = llm._shared.llama
-    evaluated: list[int] = []
-    real_eval = llama.eval
-
-    def counting_eval(tokens: Sequence[int]) -> None:
-        evaluated.append(len(tokens))
-        real_eval(tokens)
-
-    llama.eval = counting_eval  # type: ignore[method-assign]  # undone below
-    try:
-        answer = await collect(llm, [system, {"role": "user", "content": so_far + " France is?"}])
-    finally:
-        del llama.eval
+    answer, evaluated = await evaluated_for(llm, [system, {"role": "user", "content": so_far + " France is?"}])
     assert answer
     # " France is?" and the template's closing tokens only.
-    assert evaluated[0] <= len(llama.tokenize(b" France is?", add_bos=False)) + 6, evaluated[0]
-    assert len(llama.tokenize(so_far.encode(), add_bos=False)) >= 10
+    assert evaluated[0] <= n_tokens(llm, " France is?") + 6, evaluated[0]
+    assert n_tokens(llm, so_far) >= 10
 
 
 @pytest.mark.slow

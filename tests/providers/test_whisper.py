@@ -139,6 +139,30 @@ async def test_a_decode_that_loops_in_a_tight_window_is_decoded_again_in_full(
     assert words(result.text) == ["go", "forward", "ten", "meters"], result.text
 
 
+def test_a_sentence_said_twice_in_a_row_is_taken_for_a_loop() -> None:
+    from voxline.providers.stt.whisper import repeats_a_sentence
+
+    assert repeats_a_sentence("What is the capital of France? What is the capital of France?")
+    assert repeats_a_sentence("go forward 10 meters. Go forward 10 meters. Go")
+    assert not repeats_a_sentence("What is the capital of France?")
+    assert not repeats_a_sentence("No. No. I said Paris.")  # one-word sentences are speech
+    assert not repeats_a_sentence("Go forward. Then go forward again.")
+
+
+async def test_a_windowed_decode_that_repeats_itself_is_decoded_again_in_full(
+    speech_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stt = WhisperSTT()
+    await stt.load()
+    assert stt._shared is not None
+    tokenizer = stt._shared.tokenizer
+    real = tokenizer.decode
+    monkeypatch.setattr(tokenizer, "decode", lambda tokens: (real(tokens) + " ") * 2)  # as the loop reads
+    result = await transcribe(stt, goforward(speech_dir))
+    assert stt.stats == {"windowed": 0, "full": 1, "full_retries": 1}
+    assert words(result.text) == ["go", "forward", "ten", "meters"], result.text
+
+
 async def test_a_final_of_the_audio_an_interim_just_decoded_is_that_interim(speech_dir: Path) -> None:
     ticks = iter(range(1000))
     stt = WhisperSTT(WhisperConfig(interim_interval_ms=1), clock=lambda: float(next(ticks)))

@@ -15,9 +15,11 @@ measured on LibriVox and on synthesised questions, a window of the speech plus
 1 s made the decoder repeat the utterance to its token limit on half the
 clips (it "expects" speech to go on to the window's end), 5 s changed 35 of
 155 words, 10 s changed 5 (and none of the LibriVox sentences), 20 s none.
-Guard: a windowed decode may write at most 10 tokens per second of audio plus
-16; one that reaches the limit is a loop, and is decoded again in the full
-window (counted in ``stats["full_retries"]``). Set ``window_seconds=None`` for
+Guards: a windowed decode may write at most 10 tokens per second of audio plus
+16; one that reaches the limit is a loop; so is one that says a sentence twice
+in a row (seen once through Opus: "What is the capital of France? What is the
+capital of France?"). Either is decoded again in the full window (counted in
+``stats["full_retries"]``). Set ``window_seconds=None`` for
 whisper's own 30 s decode on every turn. Interim results, off by default, re-decode the buffer every
 ``interim_interval_ms`` while audio arrives: each costs a full decode, which on
 2 cores competes with the LLM and TTS, so enable them only where a UI shows them.
@@ -52,6 +54,7 @@ import collections
 import dataclasses
 import logging
 import math
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -124,6 +127,17 @@ class _Job:
 
 
 _CLOSED: Final = object()
+
+
+_SENTENCES = re.compile(r"[^.?!]+[.?!]*")
+
+
+def repeats_a_sentence(text: str) -> bool:
+    """Two consecutive sentences (of two words or more) are the same: the
+    short-window decoder's loop, not what a caller says."""
+    said = [" ".join(re.findall(r"[a-z0-9']+", m.group().lower())) for m in _SENTENCES.finditer(text)]
+    said = [s for s in said if s]
+    return any(a == b and " " in a for a, b in zip(said, said[1:]))
 
 
 class WhisperSTT:
@@ -240,6 +254,11 @@ class WhisperSTT:
         text = shared.tokenizer.decode(tokens).strip()
         if not text:
             return Transcription("", final, None, 0.0, seconds)
+        if repeats_a_sentence(text):
+            self.stats["full_retries"] += 1
+            log.info("whisper: a %.1fs turn came out as a repeated sentence in a %.0fs window (%r); "
+                     "decoding it in 30 s", seconds, target / 100, text)  # fmt: skip
+            return None
         return Transcription(text, final, math.exp(avg_logprob), 0.0, seconds)
 
     def _decode_full(self, model: WhisperModel, samples: np.ndarray, final: bool) -> Transcription:
