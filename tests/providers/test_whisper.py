@@ -163,6 +163,31 @@ async def test_a_windowed_decode_that_repeats_itself_is_decoded_again_in_full(
     assert words(result.text) == ["go", "forward", "ten", "meters"], result.text
 
 
+async def test_an_interim_that_loops_says_nothing_and_is_not_decoded_in_full(
+    speech_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ticks = iter(range(1000))
+    stt = WhisperSTT(WhisperConfig(interim_interval_ms=1), clock=lambda: float(next(ticks)))
+    await stt.load()
+    assert stt._shared is not None
+    tokenizer = stt._shared.tokenizer
+    real = tokenizer.decode
+    monkeypatch.setattr(tokenizer, "decode", lambda tokens: (real(tokens) + " ") * 2)
+    rec = await stt.open()
+    try:
+        await rec.send(goforward(speech_dir))
+        results = aiter(rec.results())
+        interim = await anext(results)
+        assert not interim.final and interim.text == ""
+        assert stt.stats["full"] == 0
+        await rec.finalize()  # not the looped interim again: a decode of its own
+        final = await anext(results)
+        assert final.final and words(final.text) == ["go", "forward", "ten", "meters"]
+        assert rec.reused_interims == 0 and stt.stats["full"] == 1  # type: ignore[attr-defined]
+    finally:
+        await rec.aclose()
+
+
 async def test_a_final_of_the_audio_an_interim_just_decoded_is_that_interim(speech_dir: Path) -> None:
     ticks = iter(range(1000))
     stt = WhisperSTT(WhisperConfig(interim_interval_ms=1), clock=lambda: float(next(ticks)))

@@ -18,8 +18,9 @@ clips (it "expects" speech to go on to the window's end), 5 s changed 35 of
 Guards: a windowed decode may write at most 10 tokens per second of audio plus
 16; one that reaches the limit is a loop; so is one that says a sentence twice
 in a row (seen once through Opus: "What is the capital of France? What is the
-capital of France?"). Either is decoded again in the full window (counted in
-``stats["full_retries"]``). Set ``window_seconds=None`` for
+capital of France?"). Such a final is decoded again in the full window
+(counted in ``stats["full_retries"]``); such an interim says nothing, rather
+than make the final wait behind a 30 s decode. Set ``window_seconds=None`` for
 whisper's own 30 s decode on every turn. Interim results, off by default, re-decode the buffer every
 ``interim_interval_ms`` while audio arrives: each costs a full decode, which on
 2 cores competes with the LLM and TTS, so enable them only where a UI shows them.
@@ -214,6 +215,10 @@ class WhisperSTT:
             if result is not None:
                 self.stats["windowed"] += 1
                 return result
+            if not final and len(samples) < (FULL_FRAMES - TAIL_FRAMES) * SAMPLE_RATE // 100:
+                # An interim that looped is not worth a 30 s decode (the final
+                # would wait behind it): it says nothing.
+                return Transcription("", final, None, 0.0, len(samples) / SAMPLE_RATE)
         self.stats["full"] += 1
         return self._decode_full(shared.model, samples, final)
 
@@ -395,7 +400,7 @@ class WhisperRecognition:
                     log.exception("whisper decode failed")
                     await self._results.put(ProviderError(self._stt.name, f"decode failed: {exc}"))
                     return
-                if not job.final:
+                if not job.final and result.text:
                     self._last_interim = (job.utterance, len(job.audio), result)
                 await self._results.put(result)
         except asyncio.CancelledError:
