@@ -6,9 +6,10 @@ drives ``TurnMachine`` and performs its actions:
 
 - caller audio goes to the recogniser only while the caller speaks, with the
   pre-roll before the VAD's onset, so a batch engine decodes just the utterance;
-- a final transcript starts a reply task: the LLM streams into a sentence
-  splitter, pieces go through a bounded queue to TTS, and TTS audio is emitted
-  while the rest is still being generated;
+- a final transcript starts a reply task (``speaking.py``, the half of this
+  class that produces replies): the LLM streams into a sentence splitter,
+  pieces go through a bounded queue to TTS, and TTS audio is emitted while the
+  rest is still being generated;
 - preemptive drafts: the transcript of a speculative finalize (at the VAD's
   pause, before the turn has ended) starts the reply at once, as a draft whose
   audio and marks are held. If the turn ends with nothing more said, the draft
@@ -30,8 +31,6 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from voxline.media.frames import (
     Audio,
     Dtmf,
@@ -44,7 +43,6 @@ from voxline.media.frames import (
 from voxline.media.link import Overflow
 from voxline.media.stage import Emit, StageContext
 from voxline.providers.base import (
-    PCM,
     Deadlines,
     LanguageModel,
     ProviderError,
@@ -58,26 +56,13 @@ from .events import AgentEvent, Observer
 from .listener import Listener
 from .prompts import APOLOGY, GREETING, SYSTEM_PROMPT
 from .reply import Reply
-from .sentences import SentenceSplitter
+from .speaking import REPLY_END, Speaking, trim_leading_silence
 from .turns import Action, Event, State, TurnMachine
 
-__all__ = ["Assistant", "AssistantConfig", "AgentEvent"]
+__all__ = ["AgentEvent", "Assistant", "AssistantConfig", "trim_leading_silence"]
 
 log = logging.getLogger(__name__)
 
-REPLY_END = "reply-end"
-LEAD_LEVEL = 32  # int16 peak below which a reply's leading audio is silence (-60 dBFS)
-LEAD_KEEP = 0.002  # seconds kept before the first sound
-
-
-def trim_leading_silence(pcm: PCM, rate: int) -> PCM:
-    """Drop the silence a voice puts before a reply's first sound (Piper: ~40 ms):
-    it would only add to the caller's wait. Empty if ``pcm`` is all silence."""
-    loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > LEAD_LEVEL)
-    if not len(loud):
-        return pcm[:0]
-    return pcm[max(0, int(loud[0]) - int(LEAD_KEEP * rate)) :]
-SENTENCE_QUEUE = 8  # sentences between the LLM and TTS: backpressure on the LLM
 PREPARE_TIMEOUT = 10.0  # seconds for the LLM to evaluate the conversation between turns
 # At most one prefill of the caller's words per this many seconds: each is ~0.1-0.2 s
 # of the LLM, and one still running when the caller pauses slows the decode of
@@ -117,7 +102,7 @@ class AssistantConfig:
     budget_first_tts_audio: float = 0.15
 
 
-class Assistant:
+class Assistant(Speaking):
     """The conversational agent as a pipeline worker."""
 
     name = "agent"
@@ -441,169 +426,6 @@ class Assistant:
         reply.hold = False
         if reply.done:
             await self._emit_frame(Mark(REPLY_END, self._now(), reply.turn))
-
-    # -- drafts --------------------------------------------------------------
-
-    def _start_draft(self, turn: int, text: str) -> None:
-        self._discard_draft()
-        if self._prefill is not None:
-            self._prefill.cancel()  # its prompt is evaluated already; not its one token
-        draft = Reply(turn, int(self.config.max_held_audio * self.tts.sample_rate), draft=text)
-        messages = [*self.conversation.messages(), {"role": "user", "content": text}]
-        draft.task = self._spawn(self._answer(draft, messages), f"draft-{turn}")
-        self._draft = draft
-        self.drafts["started"] += 1
-        self._report("reply", turn, {"draft": True, "text": text})
-
-    def _discard_draft(self) -> None:
-        draft, self._draft = self._draft, None
-        if draft is None:
-            return
-        if draft.task is not None and not draft.task.done():
-            draft.task.cancel()
-        self.drafts["discarded"] += 1
-
-    def _adopt(self, draft: Reply) -> None:
-        """The turn ended as the draft assumed: it becomes the reply, and what it
-        has produced so far plays now."""
-        self._draft = None
-        if self._reply is not None:
-            self._cancel_reply()
-        text, draft.draft = draft.draft or "", None
-        self.conversation.add_user(text)
-        self._reply = draft
-        self.drafts["adopted"] += 1
-        if self._ctx is not None:
-            now = self._now()
-            for name, at in draft.marks.items():  # work done ahead counts from now
-                self._ctx.mark(draft.turn, name, max(at, now))
-        if draft.done:
-            self._report("transcript", draft.turn, {"text": draft.full, "final": True, "who": "agent"})
-        self._spawn(self._release(draft, 0), "adopt")
-
-    # -- the reply -----------------------------------------------------------
-
-    def _start_reply(self, turn: int, text: str, *, say: bool = False, offline: bool = False) -> None:
-        self._discard_draft()
-        if self._reply is not None:
-            self._cancel_reply()
-        reply = Reply(turn, int(self.config.max_held_audio * self.tts.sample_rate))
-        self._reply = reply
-        if say:
-            coro = self._speak_text(reply, text, offline)
-        else:
-            self.conversation.add_user(text)
-            coro = self._answer(reply, self.conversation.messages())
-        reply.task = self._spawn(coro, f"reply-{turn}")
-
-    async def _answer(self, reply: Reply, messages: list) -> None:  # type: ignore[type-arg]
-        queue: asyncio.Queue[str | None] = asyncio.Queue(SENTENCE_QUEUE)
-        produced: list[str] = []
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._generate(reply, messages, queue, produced))
-                tg.create_task(self._voice(reply, queue, self.tts))
-        except* (ProviderError, TimeoutError, OSError) as group:
-            exc = group.exceptions[0]
-            self._count("llm" if "llm" in str(exc).lower() else "reply")
-            log.warning("reply failed: %s", exc, extra={"turn_id": reply.turn})
-            self._report("error", reply.turn, {"provider": "reply", "error": str(exc)})
-            await self._apologise(reply)
-        reply.full = "".join(produced).strip()
-        reply.done = True
-        if self._reply is reply:
-            self._report("transcript", reply.turn, {"text": reply.full, "final": True, "who": "agent"})
-        if not reply.hold:
-            await self._emit_frame(Mark(REPLY_END, self._now(), reply.turn))
-
-    async def _apologise(self, reply: Reply) -> None:
-        try:
-            await self._speak(reply, self.config.apology, self.fallback_tts)
-        except (ProviderError, TimeoutError, OSError) as exc:
-            # Even the offline voice failed: nothing more to say this turn.
-            log.error("offline voice failed: %s", exc, extra={"turn_id": reply.turn})
-
-    async def _generate(
-        self,
-        reply: Reply,
-        messages: list,  # type: ignore[type-arg]
-        queue: asyncio.Queue[str | None],
-        produced: list[str],
-    ) -> None:
-        splitter = SentenceSplitter()
-        wait = self.config.first_piece_wait
-        first_at: float | None = None
-        try:
-            async for piece in self.llm.stream(messages, self.config.deadlines):
-                now = self._now()
-                if first_at is None:
-                    self._mark(reply, "first_token")
-                    first_at = now
-                produced.append(piece)
-                hurry = wait is not None and reply.pieces == 0 and now - first_at >= wait
-                for sentence in splitter.feed(piece, hurry):
-                    await self._queue_sentence(reply, queue, sentence)
-            for sentence in splitter.flush():
-                await self._queue_sentence(reply, queue, sentence)
-        finally:
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait(None)
-
-    async def _queue_sentence(self, reply: Reply, queue: asyncio.Queue[str | None], sentence: str) -> None:
-        if reply.pieces == 0:
-            self._mark(reply, "first_sentence")
-        reply.pieces += 1
-        await asyncio.wait_for(queue.put(sentence), self.config.deadlines.total)
-
-    async def _voice(self, reply: Reply, queue: asyncio.Queue[str | None], tts: TextToSpeech) -> None:
-        while True:
-            sentence = await asyncio.wait_for(queue.get(), self.config.deadlines.total)
-            if sentence is None:
-                return
-            await self._speak(reply, sentence, tts)
-
-    async def _speak_text(self, reply: Reply, text: str, offline: bool) -> None:
-        tts = self.fallback_tts if offline else self.tts
-        self._mark(reply, "first_sentence")
-        try:
-            await self._speak(reply, text, tts)
-        except (ProviderError, TimeoutError, OSError) as exc:
-            self._count("tts")
-            self._report("error", reply.turn, {"provider": "tts", "error": str(exc)})
-            if tts is not self.fallback_tts:
-                await self._apologise(reply)
-        reply.full = text
-        reply.done = True
-        self._report("transcript", reply.turn, {"text": text, "final": True, "who": "agent"})
-        if not reply.hold:
-            await self._emit_frame(Mark(REPLY_END, self._now(), reply.turn))
-
-    async def _speak(self, reply: Reply, text: str, tts: TextToSpeech) -> None:
-        reply.start_piece(text)
-        async for pcm in tts.synthesize(text, self.config.deadlines):
-            if tts.sample_rate != self.tts.sample_rate:
-                from voxline.media.resample import resample_chunk
-
-                pcm = resample_chunk(pcm, tts.sample_rate, self.tts.sample_rate)
-            await self._out(reply, pcm)
-
-    async def _out(self, reply: Reply, pcm: PCM) -> None:
-        if reply.samples == 0:
-            pcm = trim_leading_silence(pcm, self.tts.sample_rate)
-        if not len(pcm):
-            return
-        if reply.samples == 0:
-            self._mark(reply, "first_tts_audio")
-        reply.add(pcm)
-        if reply.hold:
-            return
-        if self.machine.state is State.THINKING:
-            self._apply(self.machine.handle(Event.REPLY_AUDIO))
-        await self._emit_frame(Audio(pcm, self.tts.sample_rate, 0, self._now(), reply.turn))
-
-    async def _emit_frame(self, frame: Frame) -> None:
-        if self._emit is not None:
-            await self._emit(frame)
 
     # -- reporting -----------------------------------------------------------
 

@@ -93,11 +93,11 @@ class SentenceSplitter:
             # (a space, or the end of the answer) confirms it; hurried, "?" and
             # "!" need no confirming, nor a "." after a word that is not an
             # abbreviation, an initial or a number (which might go on "3.5").
-            m = _SENTENCE_END_NOW.search(buf)
-            if m is not None and buf[: m.start()].strip():
-                mark = buf[m.start()]
-                before = buf[: m.start()].rstrip()
-                if mark != "." or not (self._is_false_end(buf, m.start()) or before[-1:].isdigit()):
+            end_now = _SENTENCE_END_NOW.search(buf)
+            if end_now is not None and buf[: end_now.start()].strip():
+                mark = buf[end_now.start()]
+                before = buf[: end_now.start()].rstrip()
+                if mark != "." or not (self._is_false_end(buf, end_now.start()) or before[-1:].isdigit()):
                     self._buf = ""
                     return buf.strip()
             cut = self._phrase_cut(buf)
