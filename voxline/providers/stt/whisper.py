@@ -215,10 +215,6 @@ class WhisperSTT:
             if result is not None:
                 self.stats["windowed"] += 1
                 return result
-            if not final and len(samples) < (FULL_FRAMES - TAIL_FRAMES) * SAMPLE_RATE // 100:
-                # An interim that looped is not worth a 30 s decode (the final
-                # would wait behind it): it says nothing.
-                return Transcription("", final, None, 0.0, len(samples) / SAMPLE_RATE)
         self.stats["full"] += 1
         return self._decode_full(shared.model, samples, final)
 
@@ -249,10 +245,7 @@ class WhisperSTT:
         )[0]
         tokens = result.sequences_ids[0]
         if len(tokens) >= limit:
-            self.stats["full_retries"] += 1
-            log.info("whisper: a %.1fs turn ran to %d tokens in a %.0fs window; decoding it in 30 s",
-                     seconds, len(tokens), target / 100)  # fmt: skip
-            return None
+            return self._looped(final, seconds, target, f"ran to {len(tokens)} tokens")
         avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
         if result.no_speech_prob > NO_SPEECH[0] and avg_logprob < NO_SPEECH[1]:
             return Transcription("", final, None, 0.0, seconds)
@@ -260,11 +253,18 @@ class WhisperSTT:
         if not text:
             return Transcription("", final, None, 0.0, seconds)
         if repeats_a_sentence(text):
-            self.stats["full_retries"] += 1
-            log.info("whisper: a %.1fs turn came out as a repeated sentence in a %.0fs window (%r); "
-                     "decoding it in 30 s", seconds, target / 100, text)  # fmt: skip
-            return None
+            return self._looped(final, seconds, target, f"repeated a sentence ({text!r})")
         return Transcription(text, final, math.exp(avg_logprob), 0.0, seconds)
+
+    def _looped(self, final: bool, seconds: float, frames: int, how: str) -> Transcription | None:
+        """A windowed decode went into a loop. A final is decoded again in 30 s
+        (None); an interim says nothing rather than make the final wait behind
+        a 30 s decode."""
+        if not final:
+            return Transcription("", final, None, 0.0, seconds)
+        self.stats["full_retries"] += 1
+        log.info("whisper: a %.1fs turn %s in a %.0fs window; decoding it in 30 s", seconds, how, frames / 100)
+        return None
 
     def _decode_full(self, model: WhisperModel, samples: np.ndarray, final: bool) -> Transcription:
         c = self.config
