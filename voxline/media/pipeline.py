@@ -25,6 +25,7 @@ from typing import Any
 
 from .budget import PathBudget, TurnLatency
 from .clock import Clock, LoopClock
+from .feedback import Feedback
 from .frames import EndOfStream, Frame, Interrupt
 from .link import Link, LinkClosed, LinkFull, LinkTimeout, Overflow
 from .stage import SAMPLE_MASK, Emit, StageContext, StageError, StageStats, Transform, Worker
@@ -186,12 +187,14 @@ class Pipeline:
             seg.chain = _compile(seg.transforms)
         self.budget = PathBudget.build(marks)
         self.latency = TurnLatency(self.budget, self.session_id)
+        self.feedback = Feedback(self._stages, self._log)
         self.context = StageContext(
             clock=self.clock,
             latency=self.latency,
             log=self._log,
             interrupt=self.interrupt,
             session_id=self.session_id,
+            feedback=self.feedback,
         )
 
     # -- lifecycle -----------------------------------------------------------

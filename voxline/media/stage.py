@@ -14,7 +14,8 @@ Both kinds declare ``name`` and ``latency`` (seconds the stage adds to the path,
 used for the pipeline's budget) and may declare ``mark``: the per-turn latency
 mark their output reaches, or ``marks``: ``(mark, seconds)`` pairs for a stage
 that covers several (the agent). Optional hooks, looked up once when the pipeline
-is built: ``bind(ctx)`` before the first frame, ``attach_inbox(link)`` and
+is built: ``listens`` (feedback event types) with ``on_feedback(event)``,
+``bind(ctx)`` before the first frame, ``attach_inbox(link)`` and
 ``attach_emit(emit)`` for workers that need their inbox or to emit unprompted,
 ``interrupt()`` when an Interrupt flushes the stage, ``close()`` (sync or async)
 at shutdown.
@@ -33,6 +34,7 @@ from .link import Overflow
 if TYPE_CHECKING:
     from .budget import TurnLatency
     from .clock import Clock
+    from .feedback import Feedback
 
 __all__ = [
     "Transform",
@@ -123,13 +125,16 @@ class StageStats:
 
 @dataclass(slots=True)
 class StageContext:
-    """What a stage may reach of its pipeline: time, turn marks, interruption, a logger."""
+    """What a stage may reach of its pipeline: time, turn marks, interruption,
+    feedback against the media's direction (see feedback.py), a logger that
+    carries the session id."""
 
     clock: Clock
     latency: TurnLatency
     log: logging.LoggerAdapter[logging.Logger]
     interrupt: Callable[..., int]  # (reason, after=worker name): see Pipeline.interrupt
     session_id: str
+    feedback: Feedback
 
     def mark(self, turn: int, name: str, at: float | None = None) -> None:
         self.latency.mark(turn, name, self.clock.now() if at is None else at)

@@ -33,6 +33,7 @@ import numpy as np
 import webrtcvad
 
 from .endpoint import EndpointConfig, Endpointer
+from .feedback import Endpointing
 from .frames import Audio, EndOfStream, Frame
 from .silero import SileroBatcher
 
@@ -51,6 +52,10 @@ class _Endpointed:
     endpointer: Endpointer
     latency: float
     onset_latency: float
+    listens = (Endpointing,)  # the agent's state decides how to endpoint (feedback.py)
+
+    def on_feedback(self, event: Endpointing) -> None:
+        self.config = event.config
 
     def _decision_delay(self) -> float:
         raise NotImplementedError
