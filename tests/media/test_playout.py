@@ -69,7 +69,7 @@ async def test_tail_is_padded_to_a_frame_when_nothing_follows() -> None:
 async def test_interrupt_stops_playout_within_one_frame_and_reports_position() -> None:
     clock = FakeClock()
     sent: list[tuple[float, Frame]] = []
-    play = Playout(RATE, capacity=200)
+    play = Playout(RATE, capacity=200, seconds=20.0)  # the whole reply queued at playout
     tts = Echo("tts", capacity=200)
     p = Pipeline([tts, play], lambda f: sent.append((clock.now(), f)), clock=clock)
     await p.start()

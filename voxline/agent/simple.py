@@ -28,6 +28,7 @@ class Echo:
     name = "agent"
     latency = 0.0
     inbox_capacity = 50
+    inbox_seconds = 2.0
     overflow = Overflow.DROP_OLDEST
 
     def __init__(self, observer: Observer | None = None) -> None:
@@ -49,6 +50,7 @@ class Transcribe:
 
     name = "agent"
     inbox_capacity = 100
+    inbox_seconds = 2.0
     overflow = Overflow.DROP_OLDEST
     marks = (("vad_end", 0.0), ("transcript", 0.4))
     latency = 0.4

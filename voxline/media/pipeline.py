@@ -171,6 +171,7 @@ class Pipeline:
                     caps.get(stage.name, worker.inbox_capacity),
                     worker.overflow,
                     name=stage.name,
+                    max_audio=getattr(worker, "inbox_seconds", None),
                 )
                 attach = getattr(stage, "attach_inbox", None)
                 if attach is not None:

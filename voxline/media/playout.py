@@ -26,6 +26,7 @@ from .stage import Emit, StageContext
 __all__ = ["Playout"]
 
 DEFAULT_CAPACITY = 50  # frames: 1 s of 20 ms audio between TTS and the wire
+DEFAULT_SECONDS = 1.0  # and at most 1 s of audio, however long each frame is
 MAX_REPORTED_MARKS = 64
 
 
@@ -41,6 +42,7 @@ class Playout:
         *,
         name: str = "playout",
         capacity: int = DEFAULT_CAPACITY,
+        seconds: float = DEFAULT_SECONDS,
         clock: Clock | None = None,
         on_mark: Callable[[Mark, float], None] | None = None,
     ) -> None:
@@ -52,6 +54,7 @@ class Playout:
         self.frame_time = self.frame_samples / rate
         self.latency = self.frame_time  # one frame of buffering before the slot
         self.inbox_capacity = capacity
+        self.inbox_seconds = seconds  # TTS hands over whole sentences: bound them in time
         self.overflow = Overflow.BLOCK
         self._clock: Clock = clock or LoopClock()
         self._ctx: StageContext | None = None
