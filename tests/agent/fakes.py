@@ -22,6 +22,8 @@ class FakeRecognition:
     async def send(self, pcm: np.ndarray) -> None:
         if self.stt.fail_send:
             raise ProviderError("fake-stt", "socket dropped")
+        if self.stt.gate is not None:
+            await self.stt.gate.wait()  # a stalled recogniser: the agent waits here
         self.samples += len(pcm)
 
     async def finalize(self) -> None:
@@ -56,6 +58,7 @@ class FakeSTT:
         self.utterances: list[int] = []
         self.fail_open = False
         self.fail_send = False
+        self.gate: asyncio.Event | None = None  # set: send waits until the event is set
         self.opened = 0
 
     async def open(self, deadlines: Deadlines | None = None) -> FakeRecognition:

@@ -3,103 +3,19 @@ scripted providers: every turn-taking behaviour, barge-in and failure."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
-from voxline.agent.assistant import AgentEvent, Assistant, AssistantConfig
+from voxline.agent.assistant import AgentEvent
 from voxline.agent.simple import Echo, Transcribe
 from voxline.agent.turns import State
 from voxline.media.clock import FakeClock
+from voxline.media.feedback import Endpointing
 from voxline.media.frames import Audio, Frame, SpeechEnded, SpeechPaused, SpeechStarted
 from voxline.media.pipeline import Pipeline
 from voxline.media.playout import Playout
 
-from .fakes import FakeLLM, FakeSTT, FakeTTS
-
-RATE = 16000
-
-
-@dataclass
-class Call:
-    clock: FakeClock
-    stt: FakeSTT
-    llm: FakeLLM
-    tts: FakeTTS
-    offline: FakeTTS
-    agent: Assistant
-    playout: Playout
-    pipe: Pipeline
-    sent: list[tuple[float, Frame]] = field(default_factory=list)
-    events: list[AgentEvent] = field(default_factory=list)
-    pts: int = 0
-
-    def audio_of(self, turn: int, level: int | None = None) -> list[tuple[float, Audio]]:
-        return [
-            (t, f) for t, f in self.sent
-            if type(f) is Audio and f.turn == turn and (level is None or f.pcm.max() == level)
-        ]
-
-    def samples_of(self, turn: int) -> int:
-        return sum(int(np.count_nonzero(f.pcm)) for _, f in self.audio_of(turn))
-
-    async def speak(self, turn: int, seconds: float, end: bool = True) -> None:
-        self.pipe.push(SpeechStarted(self.pts, RATE, self.clock.now(), turn))
-        await self.talk(turn, seconds)
-        if end:
-            await self.end(turn)
-
-    async def speak_and_pause(self, turn: int, seconds: float) -> int:
-        """Start a turn, speak for ``seconds`` and pause (SpeechPaused); the pause's pts."""
-        self.pipe.push(SpeechStarted(self.pts, RATE, self.clock.now(), turn))
-        await self.talk(turn, seconds)
-        pts = self.pts
-        self.pipe.push(SpeechPaused(pts, RATE, self.clock.now(), turn))
-        return pts
-
-    async def talk(self, turn: int, seconds: float) -> None:
-        for _ in range(round(seconds / 0.02)):
-            self.pipe.push(Audio(np.full(320, 300, np.int16), RATE, self.pts, self.clock.now(), turn))
-            self.pts += 320
-            await self.clock.advance(0.02)
-
-    async def end(self, turn: int) -> None:
-        await self.end_at(turn, self.pts)
-
-    async def end_at(self, turn: int, pts: int) -> None:
-        self.pipe.push(SpeechEnded(pts, RATE, 0.0, self.clock.now(), turn))
-        await self.clock.settle()
-
-
-async def make_call(
-    script: tuple[str, ...] = ("what time is it",),
-    reply: str = "It is noon. Have a nice day.",
-    greeting: str | None = None,
-    per_token: float = 0.02,
-    vad: object | None = None,
-    endpointing: dict[State, object] | None = None,
-    preemptive: bool = True,
-    whole: bool = False,
-) -> Call:
-    clock = FakeClock()
-    stt = FakeSTT(clock, script, whole=whole)
-    llm = FakeLLM(clock, reply, per_token=per_token)
-    tts = FakeTTS(clock)
-    offline = FakeTTS(clock, "offline", level=77)
-    holder: list[Assistant] = []
-    playout = Playout(RATE, capacity=400, on_mark=lambda m, t: holder[0].on_mark(m, t))
-    events: list[AgentEvent] = []
-    agent = Assistant(
-        stt, llm, tts, fallback_tts=offline, heard=playout.heard,
-        config=AssistantConfig(greeting=greeting, preemptive=preemptive), observer=events.append,
-        vad=vad, endpointing=endpointing,
-    )
-    holder.append(agent)
-    sent: list[tuple[float, Frame]] = []
-    pipe = Pipeline([agent, playout], lambda f: sent.append((clock.now(), f)), clock=clock)
-    await pipe.start()
-    await clock.settle()
-    return Call(clock, stt, llm, tts, offline, agent, playout, pipe, sent, events)
+from .calls import RATE, make_call
+from .fakes import FakeSTT
 
 
 async def test_a_whole_turn_listen_think_speak_listen() -> None:
@@ -338,7 +254,18 @@ async def test_say_and_interrupt_from_outside() -> None:
 
 async def test_endpointing_follows_the_agent_state() -> None:
     class Vad:
+        """A VAD stage as far as feedback goes: it takes the agent's endpointing."""
+
+        name = "vad"
+        latency = 0.0
+        listens = (Endpointing,)
         config: object = "initial"
+
+        def on_feedback(self, event: Endpointing) -> None:
+            self.config = event.config
+
+        def process(self, frame: Frame) -> tuple[Frame, ...]:
+            return (frame,)
 
     vad = Vad()
     call = await make_call(vad=vad, endpointing={State.SPEAKING: "while-speaking",
@@ -521,3 +448,4 @@ async def test_no_draft_when_preemption_is_off() -> None:
     await call.clock.advance(3.0)
     assert len(call.llm.calls) == 1 and call.samples_of(1) == 7 * 4000
     await call.pipe.stop()
+

@@ -44,11 +44,9 @@ async def test_an_llm_server_dropping_its_socket_costs_one_turn_and_the_call_goe
     tts, offline = FakeTTS(clock), FakeTTS(clock, "offline", level=77)
     llm = OpenAICompatLLM(vendors.url("/v1"), "sk-test", "gpt-test")
     events: list[AgentEvent] = []
-    holder: list[Assistant] = []
-    playout = Playout(RATE, capacity=400, on_mark=lambda m, t: holder[0].on_mark(m, t))
-    agent = Assistant(stt, llm, tts, fallback_tts=offline, heard=playout.heard,
+    playout = Playout(RATE, capacity=400)
+    agent = Assistant(stt, llm, tts, fallback_tts=offline,
                       config=AssistantConfig(greeting=None), observer=events.append)
-    holder.append(agent)
     sent: list[Frame] = []
     pipe = Pipeline([agent, playout], sent.append)
     await pipe.start()

@@ -11,9 +11,13 @@ A recogniser that decodes each finalized stretch of audio as a whole
 (``whole_utterances``: whisper) would join two independent decodes, each cut
 mid-sentence. For it, speech resuming after a pause re-sends the whole
 utterance so far, and the next final replaces the speculative one
-(``on_result(result, replaces=True)``). A short pause is then cheap: a false
+(``Transcribed(result, replaces=True)``). A short pause is then cheap: a false
 one costs a decode (~0.1 s of CPU), not accuracy. A streaming recogniser
 (Deepgram) keeps the join: re-sent audio would be transcribed twice.
+
+The ``Listener`` is the caller's side of the ``Assistant``: what it has to say
+(a result, a failure) it hands on as actions (actions.py), from the task that
+reads the recogniser.
 """
 
 from __future__ import annotations
@@ -21,9 +25,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import logging
-from collections.abc import Callable, Coroutine
-from typing import Any
 
 import numpy as np
 
@@ -34,17 +35,15 @@ from voxline.providers.base import (
     ProviderError,
     Recognition,
     SpeechToText,
-    Transcription,
 )
+
+from .actions import Perform, RecognitionFailed, Transcribed
+from .tasks import TaskSet
 
 __all__ = ["Listener"]
 
-log = logging.getLogger(__name__)
-
 ONSET_MARGIN = 0.1  # seconds of audio before the VAD's onset that go to the recogniser
 RESUME_MARGIN = 0.05  # seconds kept after the end of speech that resumed after a pause
-
-Spawn = Callable[[Coroutine[Any, Any, None], str], "asyncio.Task[None]"]
 
 
 class Listener:
@@ -56,9 +55,8 @@ class Listener:
         max_utterance: float,
         speculative: bool,
         deadlines: Deadlines,
-        on_result: Callable[[Transcription, bool], None],
-        on_failure: Callable[[BaseException], None],
-        spawn: Spawn,
+        tasks: TaskSet,
+        perform: Perform,
     ) -> None:
         self.stt = stt
         self.rate = stt.sample_rate
@@ -66,9 +64,8 @@ class Listener:
         self.max_samples = int(max_utterance * self.rate)
         self.speculative = speculative
         self.deadlines = deadlines
-        self._on_result = on_result
-        self._on_failure = on_failure
-        self._spawn = spawn
+        self._tasks = tasks
+        self._perform = perform
         self._rec: Recognition | None = None
         self._results: asyncio.Task[None] | None = None
         self._preroll: collections.deque[Audio] = collections.deque()
@@ -95,7 +92,7 @@ class Listener:
         except (ProviderError, TimeoutError, OSError) as exc:
             self.fail(exc)
             return
-        self._results = self._spawn(self._read(self._rec), "stt-results")
+        self._results = self._tasks.spawn(self._read(self._rec), "stt-results")
 
     async def audio(self, frame: Audio) -> None:
         self._last = (frame.pts + frame.samples, frame.arrival)
@@ -133,7 +130,7 @@ class Listener:
         if self._paused_at is not None:
             await self._release(ev.pts)  # it spoke again, and paused again
         self._paused_at = ev.pts
-        self._spawn(self._finalize_quietly(), "stt-speculative")
+        self._tasks.spawn(self._finalize_quietly(), "stt-speculative")
 
     @property
     def pausing(self) -> bool:
@@ -177,8 +174,8 @@ class Listener:
         if self._results is not None and self._results is not asyncio.current_task():
             self._results.cancel()
         if rec is not None:
-            self._spawn(self._close(rec), "stt-close")
-        self._on_failure(exc)
+            self._tasks.spawn(self._close(rec), "stt-close")
+        self._perform(RecognitionFailed(exc))
 
     async def close(self) -> None:
         if self._results is not None:
@@ -194,7 +191,9 @@ class Listener:
         if rec is None:
             return
         try:
-            await asyncio.wait_for(rec.send(pcm), self.deadlines.idle)
+            # Per frame: a timeout scope, not wait_for (a task per frame on 3.11).
+            async with asyncio.timeout(self.deadlines.idle):
+                await rec.send(pcm)
             self._sent += len(pcm)
             if self.whole:
                 self._utterance.append(pcm)
@@ -223,7 +222,7 @@ class Listener:
         try:
             async for result in rec.results():
                 replaces = bool(result.final and self._replaces and self._replaces.popleft())
-                self._on_result(result, replaces)
+                self._perform(Transcribed(result, replaces))
         except asyncio.CancelledError:
             raise
         except (ProviderError, TimeoutError, OSError) as exc:

@@ -1,5 +1,7 @@
 """Agents for testing a line: ``Echo`` plays back what it hears, ``Transcribe``
-only listens and reports transcripts."""
+only listens and reports transcripts. Neither speaks on its own: both are an
+``AgentControl`` with no capabilities, whose ``say`` and ``interrupt`` raise
+``Unsupported``."""
 
 from __future__ import annotations
 
@@ -9,12 +11,14 @@ import logging
 
 import numpy as np
 
-from voxline.media.frames import Audio, Frame, SpeechEnded, SpeechStarted
+from voxline.media.frames import Audio, Dtmf, Frame, SpeechEnded, SpeechStarted
 from voxline.media.link import Overflow
 from voxline.media.stage import Emit, StageContext
 from voxline.providers.base import Deadlines, ProviderError, Recognition, SpeechToText
 
+from .control import Unsupported
 from .events import AgentEvent, Observer
+from .logs import SessionLog, part_log
 
 __all__ = ["Echo", "Transcribe"]
 
@@ -30,10 +34,18 @@ class Echo:
     inbox_capacity = 50
     inbox_seconds = 2.0
     overflow = Overflow.DROP_OLDEST
+    state = "echoing"
+    capabilities: frozenset[str] = frozenset()
 
     def __init__(self, observer: Observer | None = None) -> None:
         self._observer = observer
         self.frames = 0
+
+    def say(self, text: str) -> None:
+        raise Unsupported("echo", "say")
+
+    def interrupt(self) -> None:
+        raise Unsupported("echo", "interrupt")
 
     async def process(self, frame: Frame, emit: Emit) -> None:
         t = type(frame)
@@ -43,6 +55,8 @@ class Echo:
         elif (t is SpeechStarted or t is SpeechEnded) and self._observer is not None:
             caller = "speaking" if t is SpeechStarted else "silent"
             self._observer(AgentEvent("state", frame.turn, {"caller": caller}))
+        elif t is Dtmf and self._observer is not None:
+            self._observer(AgentEvent("dtmf", frame.turn, {"digit": frame.digit}))  # type: ignore[union-attr]
 
 
 class Transcribe:
@@ -54,6 +68,7 @@ class Transcribe:
     overflow = Overflow.DROP_OLDEST
     marks = (("vad_end", 0.0), ("transcript", 0.4))
     latency = 0.4
+    capabilities: frozenset[str] = frozenset()
 
     def __init__(
         self,
@@ -68,6 +83,7 @@ class Transcribe:
         self._preroll_s = preroll
         self._preroll: list[Audio] = []
         self._ctx: StageContext | None = None
+        self._log: SessionLog = part_log(log, None)
         self._rec: Recognition | None = None
         self._reader: asyncio.Task[None] | None = None
         self._speaking = False
@@ -77,6 +93,17 @@ class Transcribe:
 
     def bind(self, ctx: StageContext) -> None:
         self._ctx = ctx
+        self._log = part_log(log, ctx)
+
+    @property
+    def state(self) -> str:
+        return "caller_speaking" if self._speaking else "listening"
+
+    def say(self, text: str) -> None:
+        raise Unsupported("transcribe", "say")
+
+    def interrupt(self) -> None:
+        raise Unsupported("transcribe", "interrupt")
 
     async def process(self, frame: Frame, emit: Emit) -> None:
         t = type(frame)
@@ -119,7 +146,9 @@ class Transcribe:
         if self._rec is None:
             return
         try:
-            await asyncio.wait_for(self._rec.send(pcm), self._deadlines.idle)
+            # Per frame: a timeout scope, not wait_for (a task per frame on 3.11).
+            async with asyncio.timeout(self._deadlines.idle):
+                await self._rec.send(pcm)
         except (ProviderError, TimeoutError, OSError) as exc:
             self._failed(exc)
 
@@ -141,7 +170,7 @@ class Transcribe:
 
     def _failed(self, exc: BaseException) -> None:
         self.errors += 1
-        log.warning("transcription failed: %s", exc, extra={"turn_id": self._turn})
+        self._log.warning("transcription failed: %s", exc, extra={"turn_id": self._turn})
         if self._observer is not None:
             self._observer(AgentEvent("error", self._turn, {"provider": "stt", "error": str(exc)}))
         self._rec = None  # the next utterance opens a new recognition

@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 __all__ = ["State", "Event", "Action", "TurnMachine"]
 
 
-class State(enum.Enum):
+class State(enum.StrEnum):
+    """A string too: the control API's ``agent_state`` (control.AgentControl)."""
+
     LISTENING = "listening"
     CALLER_SPEAKING = "caller_speaking"
     THINKING = "thinking"
