@@ -317,7 +317,11 @@ class Link:
             fut: asyncio.Future[None] = loop.create_future()
             self._putters.append(fut)
             try:
-                await asyncio.wait_for(fut, remaining)
+                # Not wait_for: on 3.11 it can swallow a cancellation that meets
+                # the wake-up (a flush on Interrupt), and the cancelled producer
+                # would go on putting frames.
+                async with asyncio.timeout(remaining):
+                    await fut
             except TimeoutError:
                 pass
             finally:
