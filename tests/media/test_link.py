@@ -105,6 +105,25 @@ async def test_flush_drops_data_keeps_control_and_frees_producers() -> None:
     assert link.get_nowait().pts == 640  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("flush_first", [True, False])
+async def test_a_producer_cancelled_as_a_flush_wakes_it_stays_cancelled(flush_first: bool) -> None:
+    # An interruption cancels the reply and flushes the playout link in one step:
+    # the reply, waiting for room there, must end, not go on to its next frame.
+    link = Link(1, Overflow.BLOCK)
+    link.put_nowait(audio(0))
+    producer = asyncio.create_task(link.put(audio(1)))
+    await asyncio.sleep(0)
+    if flush_first:
+        link.flush()
+        producer.cancel()
+    else:
+        producer.cancel()
+        link.flush()
+    with pytest.raises(asyncio.CancelledError):
+        await producer
+    assert link.get_nowait() is None
+
+
 async def test_a_producer_waiting_across_a_flush_of_a_seconds_bound_link_is_let_go() -> None:
     link = Link(50, Overflow.BLOCK, "playout", max_audio=1.0)
     link.put_nowait(Audio(np.zeros(8000, np.int16), 8000, 0))
