@@ -126,3 +126,68 @@ async def test_a_stalled_agent_flooded_with_audio_still_sees_every_turn() -> Non
     assert call.agent.state is not State.CALLER_SPEAKING
     assert call.llm.calls and call.llm.calls[-1][-1]["content"].endswith("five")
     await call.pipe.stop()
+
+
+async def test_the_listener_hands_its_results_on_as_actions() -> None:
+    from voxline.agent.actions import PartAction, RecognitionFailed, Transcribed
+    from voxline.agent.listener import Listener
+    from voxline.agent.tasks import TaskSet
+    from voxline.providers.base import Deadlines, Transcription
+
+    clock = FakeClock()
+    stt = FakeSTT(clock, ("hello there",))
+    actions: list[PartAction] = []
+    tasks = TaskSet("test")
+    listener = Listener(stt, preroll=0.3, max_utterance=30.0, speculative=True, deadlines=Deadlines(),
+                        tasks=tasks, perform=actions.append)
+    await listener.open()
+    pcm = np.full(320, 300, np.int16)
+    await listener.audio(Audio(pcm, RATE, 0, 0.0))  # before the onset: pre-roll, not sent
+    assert stt.recognition.samples == 0
+    await listener.started(SpeechStarted(320, RATE, 0.02, 1))
+    await listener.audio(Audio(pcm, RATE, 320, 0.02, 1))
+    await listener.ended(SpeechEnded(640, RATE, 0.0, 0.04, 1))
+    finalized = asyncio.ensure_future(listener.finalize())
+    await clock.advance(0.2)  # the recogniser's decode, on the fake clock
+    assert await finalized
+    assert [type(a) for a in actions] == [Transcribed]
+    assert actions[0] == Transcribed(Transcription("hello there", True), False)
+    assert stt.utterances == [640]  # the pre-roll after the onset margin, and the speech
+    stt.fail_send = True
+    await listener.started(SpeechStarted(960, RATE, 0.06, 2))
+    await listener.audio(Audio(pcm, RATE, 960, 0.06, 2))
+    assert type(actions[-1]) is RecognitionFailed and not listener.connected
+    await tasks.close()
+    await listener.close()
+
+
+async def test_the_speaker_voices_a_text_and_knows_its_own_end_mark() -> None:
+    from voxline.agent.actions import Audible, PartAction
+    from voxline.agent.config import AssistantConfig
+    from voxline.agent.events import AgentEvent
+    from voxline.agent.speaker import Speaker
+    from voxline.agent.tasks import TaskSet
+
+    clock = FakeClock()
+    tts = FakeTTS(clock)
+    actions: list[PartAction] = []
+    out: list[Frame] = []
+
+    async def emit(frame: Frame) -> None:
+        out.append(frame)
+
+    tasks = TaskSet("test")
+    speaker = Speaker(FakeLLM(clock, "unused"), tts, tts, AssistantConfig(), tasks=tasks, perform=actions.append)
+    speaker.attach_emit(emit)
+    speaker.say(3, "one two")
+    await clock.advance(0.1)
+    assert sum(len(f.pcm) for f in out if type(f) is Audio) == 2 * 4000  # type: ignore[union-attr]
+    end = out[-1]
+    assert type(end) is Mark and end.name == REPLY_END and end.turn == 3
+    assert Audible(3) in actions
+    assert AgentEvent("transcript", 3, {"text": "one two", "final": True, "who": "agent"}) in actions
+    assert not speaker.played(Mark("other", 0.0, 3)) and not speaker.played(Mark(REPLY_END, 0.0, 4))
+    assert speaker.played(end) and not speaker.replying
+    assert speaker.conversation.history() == [{"role": "assistant", "content": "one two"}]
+    assert not speaker.played(end)  # once
+    await tasks.close()
