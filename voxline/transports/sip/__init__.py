@@ -1,0 +1,14 @@
+"""voxline's SIP, sans-I/O: pure code over bytes and time, no sockets, no asyncio.
+
+- ``message`` / ``framing``: parse and serialize requests and responses (RFC 3261
+  §7, §25), one datagram or a Content-Length framed stream; ``headers``,
+  ``address``, ``via``, ``uri`` and ``grammar`` hold the header grammars.
+- ``validate``: the responses a UAS owes a malformed or unsupported request.
+- ``timers`` / ``transaction`` / ``layer``: RFC 3261 §17 transactions as state
+  machines fed messages and time, returning messages to send and events.
+- ``dialog``: RFC 3261 §12 dialogs and in-dialog requests.
+- ``digest``: HTTP digest (RFC 2617, 7616, 8760) for answering challenges.
+- ``sdp`` / ``offer_answer``: RFC 4566 session descriptions, RFC 3264 negotiation.
+
+Every parser raises one error family (``errors.SipParseError``, ``sdp.SdpError``).
+"""
