@@ -11,6 +11,7 @@ import pytest
 
 from voxline.agent.assistant import AgentEvent, Assistant, AssistantConfig
 from voxline.agent.turns import State
+from voxline.codecs.l16 import l16
 from voxline.config import ServiceConfig
 from voxline.control.runtime import Runtime
 from voxline.control.session import SessionRegistry
@@ -19,6 +20,7 @@ from voxline.media.frames import Audio, Frame, SpeechEnded, SpeechStarted
 from voxline.media.pipeline import Pipeline
 from voxline.media.playout import Playout
 from voxline.providers.llm.openai_compat import OpenAICompatLLM
+from voxline.transports.base import Port, TransportTraits, WireMedia
 
 from ..providers import speech
 from ..providers.fake_vendors import Behaviour, FakeVendors
@@ -74,6 +76,37 @@ async def test_an_llm_server_dropping_its_socket_costs_one_turn_and_the_call_goe
     await pipe.stop()
 
 
+class InProcess:
+    """A transport whose wire is the pipeline's own 16 kHz audio (decoded media,
+    as aiortc's): what the agent says is collected in ``out``."""
+
+    kind = "in-process"
+
+    def __init__(self) -> None:
+        self.traits = TransportTraits(WireMedia(l16(RATE), decoded=True))
+        self.port: Port | None = None
+        self.out: list[Audio] = []
+
+    def attach(self, port: Port) -> None:
+        self.port = port
+
+    def send(self, frame: Frame) -> None:
+        if type(frame) is Audio:
+            self.out.append(frame)
+
+    def clear(self) -> int:
+        return 0
+
+    def send_dtmf(self, digits: str) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    def stats(self) -> dict[str, object]:
+        return {}
+
+
 def words(text: str) -> set[str]:
     return set(speech.words(text))
 
@@ -88,9 +121,9 @@ async def test_a_conversation_on_real_speech_with_the_embedded_models(speech_dir
     session = registry.admit("t", "in-process", "assistant")
     events: list[dict[str, object]] = []
     sub = session.events.subscribe(depth=1024)
-    out: list[Audio] = []
-    pipe = runtime.build(session, RATE, lambda f: out.append(f) if type(f) is Audio else None)
-    await pipe.start()
+    transport = InProcess()
+    out = transport.out
+    pipe = await runtime.open(session, transport)
     speech = np.fromfile(speech_dir / "goforward.raw", dtype="<i2").astype(np.int16)
     caller = np.concatenate([np.zeros(RATE // 2, np.int16), speech, np.zeros(RATE, np.int16)])
     loop = asyncio.get_running_loop()
