@@ -22,11 +22,13 @@ from typing import Any
 
 import numpy as np
 
+from voxline.codecs import l16
 from voxline.config import load_config
 from voxline.control.runtime import Runtime
 from voxline.control.session import SessionRegistry
 from voxline.media.frames import Audio, Frame
 from voxline.media.resample import resample_chunk
+from voxline.transports.base import Port, SinkMode, TransportTraits, WireMedia
 
 from .common import new_parser, run_main
 
@@ -48,6 +50,32 @@ RATE = 16000
 FRAME = 320
 ONSET = 300  # int16 RMS over a 20 ms frame: reply audio has started
 SEGMENTS = ("vad_end", "transcript", "first_token", "first_sentence", "first_tts_audio", "first_played")
+
+
+class InProcess:
+    """The caller's wire: 16 kHz PCM frames in, a sink that notes the reply out."""
+
+    kind = "in-process"
+    traits = TransportTraits(WireMedia(l16(RATE), 20, decoded=True), sink=SinkMode.PUSH)
+
+    def __init__(self, sink: Any) -> None:
+        self.send = sink
+        self.port: Port | None = None
+
+    def attach(self, port: Port) -> None:
+        self.port = port
+
+    def clear(self) -> int:
+        return 0
+
+    def send_dtmf(self, digits: str) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        return None
+
+    def stats(self) -> dict[str, Any]:
+        return {}
 
 
 def speech_end(pcm: np.ndarray) -> int:
@@ -88,8 +116,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 first_audio[frame.turn] = time.monotonic()
 
     session = registry.admit("bench", "in-process", "assistant")
-    pipe = runtime.build(session, RATE, sink)
-    await pipe.start()
+    wire = InProcess(sink)
+    pipe = await runtime.open(session, wire)
+    assert wire.port is not None
+    push = wire.port.receive
     agent = session.agent
     pts = 0
     t0 = time.monotonic()
@@ -104,7 +134,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.sleep(max(0.0, t0 + k * 0.02 - time.monotonic()))
             k += 1
             now = time.monotonic()
-            pipe.push(Audio(pcm[start : start + FRAME].copy(), RATE, pts, now))
+            push(Audio(pcm[start : start + FRAME].copy(), RATE, pts, now))
             pts += FRAME
             if sent_end is None and start + FRAME >= end >= 0:
                 # The speech ended inside this frame: count from that sample.

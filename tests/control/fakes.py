@@ -1,8 +1,9 @@
 """A fake runtime honouring voxline.control.runtime.Runtime's interface, for API tests.
 
-It answers offers that look like SDP with a fixed answer, gives each session a
-recording fake agent and a fake pipeline with stats, and can publish agent events
-the way the real runtime does (on ``session.events`` and through the observer).
+``open`` gives each session a recording fake agent and a fake pipeline with
+stats; a WebRTC transport it is given answers offers that look like SDP with a
+fixed answer (no peer connection is negotiated). It can publish agent events the
+way the real runtime does (on ``session.events`` and through the observer).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 from voxline.agent.assistant import AgentEvent
 from voxline.config import ServiceConfig
 from voxline.control.session import Session, SessionRegistry, SessionState
+from voxline.transports.base import BadRequest, Transport
+from voxline.transports.webrtc_call import WebRTCTransport
 
 __all__ = ["FakeAgent", "FakePipeline", "FakeRuntime", "SlowStartRuntime", "ANSWER"]
 
@@ -72,7 +75,7 @@ class FakeRuntime:
         self.started = False
         self.stopped = False
         self.offers: list[tuple[str, str]] = []  # (session id, agent)
-        self.hang = False  # webrtc_offer never answers (for cancellation tests)
+        self.hang = False  # open never returns (for cancellation and timeout tests)
 
     async def start(self) -> None:
         self.started = True
@@ -83,23 +86,31 @@ class FakeRuntime:
     def readiness(self) -> dict[str, bool]:
         return {"models": self.started, "vad": self.started}
 
-    async def webrtc_offer(self, session: Session, sdp: str) -> str:
-        if not sdp.startswith("v=0") or "bad-offer" in sdp:
-            raise ValueError("not an SDP offer the runtime can answer")
+    async def open(self, session: Session, transport: Transport) -> FakePipeline:
+        session.endpoint = transport
+        session.set_state(SessionState.CONNECTING)
         if self.hang:
             await asyncio.Event().wait()
+        if isinstance(transport, WebRTCTransport):
+            transport.accept = _fixed_answer  # type: ignore[method-assign]
         self.offers.append((session.id, session.agent_kind))
         session.agent = FakeAgent()
-        session.pipeline = FakePipeline()  # type: ignore[assignment]
-        session.set_state(SessionState.CONNECTING)
+        pipeline = FakePipeline()
+        session.pipeline = pipeline  # type: ignore[assignment]
         session.set_state(SessionState.ACTIVE)
-        return ANSWER
+        return pipeline
 
     def emit(self, session: Session, kind: str, turn: int, **data: Any) -> None:
         """What the real runtime does with each AgentEvent."""
         session.events.publish(kind, turn, **data)
         if self.observer is not None:
             self.observer(session, AgentEvent(kind, turn, data))
+
+
+async def _fixed_answer(sdp: object, sdp_type: object = "offer") -> str:
+    if not isinstance(sdp, str) or not sdp.startswith("v=0") or "bad-offer" in sdp:
+        raise BadRequest("sdp", "sdp: not an SDP offer the runtime can answer")
+    return ANSWER
 
 
 class SlowStartRuntime(FakeRuntime):

@@ -13,6 +13,8 @@ from voxline.config import ServiceConfig
 from voxline.control import app as app_module
 from voxline.control.app import RUNTIME, SESSIONS, STATE
 from voxline.control.session import SessionState
+from voxline.media.silero import BatcherFull
+from voxline.transports import webrtc_call
 
 from .api_fixtures import (  # noqa: F401  (fixtures)
     OFFER_SDP,
@@ -204,7 +206,7 @@ async def test_readyz_needs_the_port_bound_and_health_needs_nothing(make_client)
 
 async def test_a_runtime_that_fails_on_an_offer_ends_the_session(make_client) -> None:
     class Broken(FakeRuntime):
-        async def webrtc_offer(self, session, sdp):  # type: ignore[override]
+        async def open(self, session, transport):  # type: ignore[override]
             raise RuntimeError("boom")
 
     client = await make_client(factory=Broken)
@@ -218,8 +220,38 @@ async def test_a_runtime_that_fails_on_an_offer_ends_the_session(make_client) ->
     assert len(client.app[SESSIONS]) == 0
 
 
+async def test_a_shared_resource_at_its_limit_is_capacity_not_a_fault(make_client) -> None:
+    class Full(FakeRuntime):
+        async def open(self, session, transport):  # type: ignore[override]
+            raise BatcherFull("the Silero batcher holds its maximum of sessions")
+
+    client = await make_client(factory=Full)
+    status, body, headers = await offer(client)
+    assert status == 503 and err(body)[0] == "refused" and headers["Retry-After"]
+    resp = await client.get("/metrics", headers=AUTH)
+    assert 'voxline_admission_refused_total{reason="capacity",transport="webrtc"} 1.0' in await resp.text()
+
+
+async def test_a_value_error_inside_the_runtime_is_a_fault_not_a_bad_offer(make_client) -> None:
+    class Broken(FakeRuntime):
+        async def open(self, session, transport):  # type: ignore[override]
+            raise ValueError("unsupported rate 44100")
+
+    client = await make_client(factory=Broken)
+    status, body, _ = await offer(client)
+    assert status == 500 and err(body)[0] == "internal"
+
+
+async def test_a_bad_offer_names_its_field(make_client) -> None:
+    client = await make_client()
+    resp = await client.post("/v1/webrtc/offer", json={"sdp": "v=0 bad-offer", "type": "offer"}, headers=AUTH)
+    body = await resp.json()
+    assert resp.status == 400 and err(body) == ("invalid_sdp", "sdp")
+    assert len(client.app[SESSIONS]) == 0
+
+
 async def test_an_offer_the_runtime_never_answers_times_out(make_client, monkeypatch) -> None:
-    monkeypatch.setattr(app_module, "OFFER_TIMEOUT", 0.05)
+    monkeypatch.setattr(webrtc_call, "OFFER_TIMEOUT", 0.05)
     client = await make_client()
     client.app[RUNTIME].hang = True
     status, body, _ = await offer(client)

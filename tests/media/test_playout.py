@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from voxline.media.clock import FakeClock
+from voxline.media.feedback import Played
 from voxline.media.frames import Audio, Frame, Interrupt, Mark
 from voxline.media.pipeline import Pipeline
 from voxline.media.playout import Playout
@@ -107,15 +108,26 @@ async def test_underrun_reanchors_instead_of_bursting() -> None:
 
 async def test_marks_report_when_played_and_first_played_is_marked() -> None:
     clock = FakeClock()
-    seen: list[tuple[str, float]] = []
-    play = Playout(RATE, on_mark=lambda m, t: seen.append((m.name, t)))
-    p = Pipeline([play], clock=clock)
+    seen: list[tuple[str, float, bool]] = []
+
+    class Hears:  # a stage upstream that listens, as the agent does
+        name = "hears"
+        latency = 0.0
+        listens = (Played,)
+
+        def on_feedback(self, event: Played) -> None:
+            seen.append((event.mark.name, event.at, event.confirmed))
+
+        def process(self, frame: Frame) -> list[Frame]:
+            return [frame]
+
+    p = Pipeline([Hears(), Playout(RATE)], clock=clock)
     await p.start()
     await p.send(chunk(60, turn=2))
     await p.send(Mark("end-of-reply", turn=2))
     for _ in range(5):
         await clock.advance(0.02)
-    assert seen == [("end-of-reply", pytest.approx(0.04))]
+    assert seen == [("end-of-reply", pytest.approx(0.04), False)]
     assert p.latency.turns[2].marks["first_played"] == 0.0
     await p.stop()
 

@@ -26,8 +26,10 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from voxline.media.clock import FakeClock
-from voxline.media.frames import Audio, Interrupt, Mark
-from voxline.media.resample import resample_chunk
+from voxline.media.frames import Audio
+from voxline.media.pipeline import Pipeline
+from voxline.media.playout import Playout, PlayoutMode
+from voxline.media.resample import Resample, resample_chunk
 from voxline.transports.webrtc import InboundReader, OutboundTrack, WebRTCConfig, WebRTCEndpoint, gather_candidates
 
 from .probe import (
@@ -50,6 +52,18 @@ DEADLINE = 20.0  # seconds for any one thing a test waits for
 
 
 # -- an aiortc client on loopback ------------------------------------------------
+
+
+def echo_pipeline(ep: WebRTCEndpoint) -> Pipeline:
+    """What the runtime does for an echo call, in miniature: the endpoint's audio
+    into a pipeline, and the outgoing track pulling from its playout."""
+    rate = ep.config.inbound_rate
+    play = Playout(48000, mode=PlayoutMode.PULL)
+    stages: list[Any] = [Resample(rate, 48000, "hq")] if rate != 48000 else []
+    pipe = Pipeline([*stages, play])
+    ep.on_audio = pipe.push
+    ep.outbound.source = play.pull
+    return pipe
 
 
 async def loopback_client(track: MediaStreamTrack) -> RTCPeerConnection:
@@ -117,10 +131,11 @@ async def test_peer_audio_arrives_as_20ms_frames_matching_what_was_sent(no_leake
     assert ep.stats().frames_in == len(frames) and ep.stats().dropped_in == 0
 
 
-async def test_echo_through_send_reaches_the_peer(no_leaked_tasks: None) -> None:
+async def test_echo_through_a_pulled_playout_reaches_the_peer(no_leaked_tasks: None) -> None:
     sent = probe_signal(48000)
     ep = WebRTCEndpoint(LOOPBACK, name="echo")
-    ep.on_audio = ep.send  # the pipeline sink contract: a sync callable taking frames
+    pipe = echo_pipeline(ep)
+    await pipe.start()
     source = SignalTrack(sent)
     client = await loopback_client(source)
     heard: list[npt.NDArray[Any]] = []
@@ -148,6 +163,7 @@ async def test_echo_through_send_reaches_the_peer(no_leaked_tasks: None) -> None
     finally:
         await client.close()
         await ep.close()
+        await pipe.stop("test over")
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -269,35 +285,60 @@ async def test_malformed_frames_are_counted_and_gaps_keep_media_time(no_leaked_t
 # -- the outbound track, on virtual time ---------------------------------------
 
 
-async def test_outbound_track_paces_resamples_and_fills_with_silence() -> None:
+async def test_outbound_track_gives_what_its_source_gives_and_silence_otherwise() -> None:
     clock = FakeClock(100.0, auto_advance=True)
-    track = OutboundTrack(rate=48000, capacity=10, clock=clock)
+    track = OutboundTrack(rate=48000, clock=clock)
     times: list[float] = []
-    for k in range(3):
-        track.send(Audio(np.full(320, 5000, dtype=np.int16), 16000, k * 320))
-    out = []
-    for _ in range(6):
-        frame = await track.recv()
+    for _ in range(3):  # no source yet: silence, paced on the track's own clock
+        assert not (await track.recv()).to_ndarray().any()
         times.append(clock.now())
-        out.append(frame.to_ndarray().reshape(-1))
-    assert [round(t - times[0], 6) for t in times] == [0.0, 0.02, 0.04, 0.06, 0.08, 0.1]
-    assert all(len(pcm) == 960 for pcm in out)
-    assert abs(int(out[1].mean()) - 5000) < 50  # real audio, resampled 16 -> 48 kHz
-    assert not out[-1].any()  # then silence
-    assert track.stats.frames_out >= 3 and track.stats.silent_out >= 2 and track.stats.underruns == 1
+    assert [round(t - times[0], 6) for t in times] == [0.0, 0.02, 0.04]
 
-    track.send(Mark("ignored"))
-    track.send(Audio(np.zeros(320, dtype=np.float32), 16000))  # type: ignore[arg-type, unused-ignore]
-    assert track.stats.malformed_out == 1
-    for k in range(15):
-        track.send(Audio(np.full(960, k, dtype=np.int16), 48000))
-    assert track.buffered == 10 and track.stats.dropped_out == 5
-    assert int((await track.recv()).to_ndarray()[0, 0]) == 5  # oldest were dropped
-    track.send(Interrupt())
-    assert track.buffered == 0 and track.stats.cleared_out == 9
+    script: list[Audio | None] = [
+        Audio(np.full(960, 5000, dtype=np.int16), 48000),
+        Audio(np.full(960, 7, dtype=np.int16), 48000),
+        None,  # the source has nothing for this slot
+        Audio(np.zeros(320, dtype=np.int16), 16000),  # not this track's frame: refused, counted
+        Audio(np.full(960, 9, dtype=np.int16), 48000),
+    ]
+
+    async def source() -> Audio | None:
+        return script.pop(0)  # the source paces: the track asks once per frame
+
+    track.source = source
+    out = [(await track.recv()).to_ndarray().reshape(-1) for _ in range(5)]
+    assert [int(pcm[0]) for pcm in out] == [5000, 7, 0, 0, 9]
+    assert all(len(pcm) == 960 for pcm in out)
+    st = track.stats
+    assert st.frames_out == 3 and st.malformed_out == 1 and st.underruns == 1 and st.silent_out == 3 + 2
     track.stop()
     with pytest.raises(MediaStreamError):
         await track.recv()
+
+
+async def test_a_pulled_playout_paces_the_track_and_marks_heard_when_taken() -> None:
+    clock = FakeClock(0.0)
+    play = Playout(48000, mode=PlayoutMode.PULL)
+    pipe = Pipeline([play], clock=clock)
+    track = OutboundTrack(rate=48000, clock=clock, source=play.pull)
+    await pipe.start()
+    await pipe.send(Audio(np.full(960 * 3, 11, dtype=np.int16), 48000, turn=1))
+    got: list[tuple[float, int]] = []
+
+    async def take(n: int) -> None:
+        for _ in range(n):
+            frame = await track.recv()
+            got.append((clock.now(), int(frame.to_ndarray()[0, 0])))
+
+    task = asyncio.ensure_future(take(5))
+    for _ in range(10):
+        await clock.advance(0.02)
+    await asyncio.wait_for(task, DEADLINE)
+    assert [v for _, v in got] == [11, 11, 11, 0, 0]
+    assert [round(t, 6) for t, _ in got] == [0.0, 0.02, 0.04, 0.06, 0.08]  # one slot each, playout's clock
+    assert play.heard(1) == pytest.approx(0.06)  # heard as taken: three frames, not a buffer ahead
+    await pipe.stop("test over")
+    track.stop()
 
 
 # -- a real browser --------------------------------------------------------------
@@ -336,12 +377,15 @@ async def test_chromium_fake_mic_reaches_the_endpoint_and_hears_its_echo(
     inbound: list[Audio] = []
     states: list[str] = []
     ep = WebRTCEndpoint(LOOPBACK, on_state=states.append, name="chromium")
+    pipe = echo_pipeline(ep)
+    push = ep.on_audio
 
     def echo(frame: Audio) -> None:
         inbound.append(frame)
-        ep.send(frame)
+        push(frame)
 
     ep.on_audio = echo
+    await pipe.start()
     loop = asyncio.get_running_loop()
     result: asyncio.Future[tuple[dict[str, str], bytes]] = loop.create_future()
 
@@ -395,6 +439,7 @@ async def test_chromium_fake_mic_reaches_the_endpoint_and_hears_its_echo(
                     await browser.close()
         finally:
             await ep.close()
+            await pipe.stop("test over")
             await runner.cleanup()
 
     # The connection: loopback on both ends, as reported by Chromium itself.

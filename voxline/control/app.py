@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import importlib.resources
 import logging
-import math
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -26,15 +25,20 @@ from typing import Any, Protocol
 from aiohttp import WSCloseCode, web
 
 from voxline import __version__
+from voxline.agent.control import AgentControl
 from voxline.config import ConfigError, ServiceConfig
 
+from voxline.transports.base import Door, Transport
+
+from .admission import Admission
 from .auth import AuthError, Authenticator, Identity
+from .doors import CallService, door_routes, door_schemas, load_doors
 from .errors import MAX_BODY, ApiError, error_middleware, json_response, read_json
 from .events import Subscription
 from .metrics import CONTENT_TYPE, Metrics
 from .openapi import Reply, Route, build_document, schemas_for, validate
 from .ratelimit import RateLimiter
-from .session import Refused, Session, SessionRegistry, SessionState
+from .session import Session, SessionRegistry, SessionState
 from .stream import SEND_TIMEOUT, stream_events, watch_client
 
 __all__ = [
@@ -44,13 +48,12 @@ __all__ = [
     "ServiceState",
     "create_app",
     "mark_listening",
-    "CONFIG", "SESSIONS", "RUNTIME", "METRICS", "STATE",
+    "CONFIG", "SESSIONS", "RUNTIME", "METRICS", "STATE", "ADMISSION", "SERVICE", "DOORS",
 ]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_AGENTS = ("assistant", "echo", "transcribe")
-OFFER_TIMEOUT = 15.0  # s for the runtime to answer an offer (ICE gathering is local)
 EVENT_DEPTH = 256  # events buffered per WebSocket client before the oldest are dropped
 SUBPROTOCOL = "voxline.v1"
 TOKEN_SUBPROTOCOL = "bearer."  # browsers cannot set headers on a WebSocket
@@ -67,7 +70,7 @@ class RuntimeLike(Protocol):
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
     def readiness(self) -> dict[str, bool]: ...
-    async def webrtc_offer(self, session: Session, sdp: str) -> str: ...
+    async def open(self, session: Session, transport: Transport) -> Any: ...
 
 
 RuntimeFactory = Callable[..., RuntimeLike]  # (config, registry, observer) -> runtime
@@ -94,6 +97,9 @@ METRICS = web.AppKey("metrics", Metrics)
 AUTH = web.AppKey("auth", Authenticator)
 LIMITER = web.AppKey("limiter", RateLimiter)
 STATE = web.AppKey("state", ServiceState)
+ADMISSION = web.AppKey("admission", Admission)
+SERVICE = web.AppKey("service", CallService)
+DOORS: web.AppKey[list[Door]] = web.AppKey("doors")
 SCHEMAS: web.AppKey[dict[str, dict[str, Any]]] = web.AppKey("schemas")
 DOCUMENT: web.AppKey[dict[str, Any]] = web.AppKey("openapi")
 STATIC: web.AppKey[dict[str, tuple[bytes, str]]] = web.AppKey("static")  # name -> (body, content type)
@@ -120,7 +126,11 @@ def _accepting(session: Session, action: str) -> Any:
     agent = session.agent
     if session.state is not SessionState.ACTIVE or agent is None:
         raise ApiError(409, "not_active", f"session {session.id} is {session.state.value}, not active")
-    if not callable(getattr(agent, action, None)):
+    if isinstance(agent, AgentControl):  # Echo and Transcribe have say/interrupt, raising Unsupported
+        supported = action in agent.capabilities
+    else:
+        supported = callable(getattr(agent, action, None))
+    if not supported:
         raise ApiError(409, "unsupported", f"agent {session.agent_kind} cannot {action}")
     return agent
 
@@ -147,45 +157,6 @@ def _authenticate(request: web.Request) -> Identity:
 
 
 # -- handlers -----------------------------------------------------------------
-
-
-async def create_webrtc_session(request: web.Request) -> web.StreamResponse:
-    app = request.app
-    body = await read_json(request)
-    validate(app[SCHEMAS], "WebRtcOffer", body)
-    agent: str = body.get("agent", app[CONFIG].agent)
-    if not app[STATE].runtime_started():
-        raise ApiError(503, "not_ready", "the runtime is still starting", headers={"Retry-After": str(BUSY_RETRY)})
-    identity = request[IDENTITY]
-    wait = app[LIMITER].take(identity.token_id)
-    if wait > 0:
-        app[METRICS].rate_limited.inc()
-        raise ApiError(
-            429, "rate_limited", "session creation rate limit reached",
-            headers={"Retry-After": str(max(1, math.ceil(wait)))},
-        )
-    try:
-        session = app[SESSIONS].admit(identity.tenant, "webrtc", agent)
-    except Refused as exc:
-        raise ApiError(503, "refused", exc.reason, headers={"Retry-After": str(exc.retry_after)}) from exc
-    slog = logging.LoggerAdapter(log, {"session_id": session.id})
-    try:
-        answer = await asyncio.wait_for(app[RUNTIME].webrtc_offer(session, body["sdp"]), OFFER_TIMEOUT)
-    except ValueError as exc:
-        await session.end("bad offer")
-        raise ApiError(400, "invalid_sdp", f"sdp: {exc}", "sdp") from exc
-    except TimeoutError as exc:
-        await session.end("offer timeout")
-        raise ApiError(504, "timeout", f"no answer within {OFFER_TIMEOUT:.0f} s") from exc
-    except BaseException:
-        session.end_soon("offer failed")  # also on cancellation (client went away): never leak a session
-        raise
-    slog.info("webrtc session created for %s (tenant %s, agent %s)", identity.token_id, identity.tenant, agent)
-    return json_response(
-        {"session_id": session.id, "sdp": answer, "type": "answer"},
-        201,
-        {"Location": f"/v1/sessions/{session.id}"},
-    )
 
 
 async def list_sessions(request: web.Request) -> web.StreamResponse:
@@ -302,17 +273,10 @@ async def static(request: web.Request) -> web.StreamResponse:
 
 # -- the table ------------------------------------------------------------------
 
-_R429 = Reply("Session creation rate limit reached for this token", headers=("Retry-After",))
-_R503 = Reply("At capacity, draining, or still starting", headers=("Retry-After",))
 _R409 = Reply("The session is not active, or its agent cannot do this")
 _ACCEPTED = Reply("Accepted", "Accepted")
 
 ROUTES: tuple[Route, ...] = (
-    Route("POST", "/v1/webrtc/offer", create_webrtc_session, "createWebRtcSession",
-          "Start a session from a WebRTC offer (non-trickle ICE); returns the answer", request="WebRtcOffer",
-          replies={201: Reply("Session created", "WebRtcAnswer", headers=("Location",)), 429: _R429,
-                   503: _R503, 504: Reply("The runtime did not answer in time")}, tag="webrtc",
-          links=("getSession", "say", "interrupt", "sessionEvents", "endSession")),
     Route("GET", "/v1/sessions", list_sessions, "listSessions", "This tenant's sessions",
           replies={200: Reply("Sessions", "SessionList")}),
     Route("GET", "/v1/sessions/{session_id}", get_session, "getSession",
@@ -403,6 +367,23 @@ def _report_start(task: asyncio.Task[None]) -> None:
         log.info("runtime started")
 
 
+async def _doors_ctx(app: web.Application) -> AsyncIterator[None]:
+    started: list[Door] = []
+    try:
+        for door in app[DOORS]:
+            if door.start is not None:
+                await door.start(app[SERVICE])
+            started.append(door)
+        yield
+    finally:
+        for door in reversed(started):
+            if door.stop is not None:
+                try:
+                    await door.stop()
+                except Exception:
+                    log.exception("stopping the %s door failed", door.name)
+
+
 async def _sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     # Runs before the runtime's cleanup (reverse order): calls end while their runtime is up.
@@ -454,13 +435,20 @@ def create_app(
     app[AUTH] = Authenticator(config)
     app[LIMITER] = RateLimiter(config.sessions_per_minute, config.session_burst, clock)
     app[STATE] = ServiceState()
-    app[SCHEMAS] = schemas_for(agents)
+    app[ADMISSION] = admission = Admission(app[SESSIONS], app[LIMITER], app[STATE].runtime_started)
+    app[METRICS].watch_admission(admission)
+    app[SERVICE] = CallService(config, admission, lambda: app[RUNTIME], agents)
+    app[DOORS] = doors = load_doors(config)
+    app[SCHEMAS] = {**schemas_for(agents), **door_schemas(doors, agents)}
     assets = _load_static()
     app[STATIC] = assets
-    app[DOCUMENT] = build_document(ROUTES, agents, __version__, tuple(assets))
-    for route in ROUTES:
+    routes = (*door_routes(doors, lambda r: r.app[SERVICE], lambda r: r[IDENTITY], lambda r: r.app[SCHEMAS]),
+              *ROUTES)
+    app[DOCUMENT] = build_document(routes, agents, __version__, tuple(assets), app[SCHEMAS])
+    for route in routes:
         app.router.add_route(route.method, route.path, _wrap(route))
     app.cleanup_ctx.append(_runtime_ctx)
+    app.cleanup_ctx.append(_doors_ctx)
     app.cleanup_ctx.append(_sessions_ctx)
     app.on_shutdown.append(_close_streams)
     return app

@@ -126,6 +126,7 @@ class _ScrapeCollector(Collector):
         self._sessions = sessions
         self._retired = retired
         self.providers: Callable[[], list[dict[str, Any]]] | None = None
+        self.admission: Any = None
 
     def collect(self) -> Iterator[Metric]:
         reg = self._sessions
@@ -134,6 +135,14 @@ class _ScrapeCollector(Collector):
         yield CounterMetricFamily(
             "voxline_admission_refusals", "Sessions refused at admission (capacity or draining)", value=reg.refused
         )
+        refused: dict[tuple[str, str], int] = dict(self.admission.refused) if self.admission is not None else {}
+        by = CounterMetricFamily("voxline_admission_refused", "Calls refused at admission, by reason and transport",
+                                 labels=["reason", "transport"])
+        for (code, transport), n in sorted(refused.items()):
+            by.add_metric([code, transport], n)
+        yield by
+        yield CounterMetricFamily("voxline_sessions_rate_limited", "Session creations refused by the per-token rate limit",
+                                  value=sum(n for (code, _), n in refused.items() if code == "rate_limited"))
         ended = CounterMetricFamily("voxline_sessions_ended", "Sessions ended, by reason", labels=["reason"])
         for reason, n in sorted(reg.ended_by_reason.items()):
             ended.add_metric([reason], n)
@@ -221,9 +230,6 @@ class Metrics:
         self.provider_errors = Counter(
             "voxline_provider_errors", "Provider failures reported by agents", ["provider"], registry=r
         )
-        self.rate_limited = Counter(
-            "voxline_sessions_rate_limited", "Session creations refused by the per-token rate limit", registry=r
-        )
         self.event_drops = Counter(
             "voxline_event_stream_dropped", "Session events a slow WebSocket client lost", registry=r
         )
@@ -266,6 +272,10 @@ class Metrics:
                 return "other"
             self._providers.add(label)
         return label
+
+    def watch_admission(self, admission: Any) -> None:
+        """Refusals by code and transport, read at scrape time from the admission."""
+        self._collector.admission = admission
 
     def watch_providers(self, source: Callable[[], list[dict[str, Any]]]) -> None:
         """Read provider counters and breaker states from ``source`` at scrape time."""

@@ -128,26 +128,6 @@ def schemas_for(agents: Sequence[str]) -> dict[str, dict[str, Any]]:
                 }
             },
         },
-        "WebRtcOffer": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["sdp", "type"],
-            "properties": {
-                "sdp": {"type": "string", "minLength": 1, "maxLength": SDP_MAX, "pattern": "^v=0"},
-                "type": {"type": "string", "enum": ["offer"]},
-                "agent": {"type": "string", "enum": list(agents)},
-            },
-            "examples": [{"sdp": "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n", "type": "offer", "agent": agents[0]}],
-        },
-        "WebRtcAnswer": {
-            "type": "object",
-            "required": ["session_id", "sdp", "type"],
-            "properties": {
-                "session_id": {"type": "string", "pattern": SESSION_ID_PATTERN},
-                "sdp": {"type": "string"},
-                "type": {"type": "string", "enum": ["answer"]},
-            },
-        },
         "SessionSummary": _session_summary(),
         "SessionDetail": detail,
         "SessionList": {
@@ -303,7 +283,8 @@ def _operation(route: Route, assets: Sequence[str]) -> dict[str, Any]:
 
 
 def build_document(
-    routes: Sequence[Route], agents: Sequence[str], version: str, assets: Sequence[str] = ()
+    routes: Sequence[Route], agents: Sequence[str], version: str, assets: Sequence[str] = (),
+    schemas: Mapping[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The OpenAPI 3.1 document; ``assets`` names the static files served under {name}."""
     paths: dict[str, dict[str, Any]] = {}
@@ -324,7 +305,7 @@ def build_document(
         },
         "paths": paths,
         "components": {
-            "schemas": schemas_for(agents),
+            "schemas": dict(schemas) if schemas is not None else schemas_for(agents),
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
         },
     }

@@ -1,12 +1,18 @@
-"""The process-wide runtime: shared models and VAD, and the pipeline of each session.
+"""The process-wide runtime: shared models and VAD, and the pipeline of each call.
 
 One runtime per process holds what every call shares (the embedded models, loaded
-once; the Silero batcher) and builds each session's pipeline::
+once; the Silero batcher) and opens each call on its transport: ``open(session,
+transport)`` builds the same pipeline for every transport from what it declares
+(``voxline.transports.base``)::
 
-    transport in -> [VAD] -> agent -> resample(agent rate -> wire rate) -> playout -> transport out
+    transport -> decode -> resample in -> VAD -> agent
+              -> resample out -> playout -> encode -> transport
 
-A transport gives 16 kHz mono Audio and takes Audio at its own rate through a
-sync ``send``; the pipeline is the same for WebRTC, SIP or a media-server sidecar.
+Stages the wire does not need are left out (no codec stages where the transport's
+library decodes, as aiortc does; no resampler between equal rates). Every stage is
+an ordinary one: its latency is in the session's budget and its cost in the
+session's stats, whatever the transport. ``CallPort`` is the runtime's side of the
+transport contract: inbound frames, connection state, the peer's confirmations.
 """
 
 from __future__ import annotations
@@ -21,18 +27,21 @@ from voxline.agent.prompts import SYSTEM_PROMPT
 from voxline.agent.simple import Echo, Transcribe
 from voxline.agent.turns import State
 from voxline.config import ServiceConfig
+from voxline.media.codec_stage import Decode, Encode
 from voxline.media.endpoint import EndpointConfig
-from voxline.media.frames import Frame
+from voxline.media.feedback import Played
+from voxline.media.frames import Audio, Dtmf, Mark, Payload
 from voxline.media.pipeline import Pipeline
-from voxline.media.playout import Playout
+from voxline.media.playout import Playout, PlayoutMode
 from voxline.media.resample import Resample
 from voxline.media.silero import SileroBatcher, SileroModel
 from voxline.media.vad import SileroVad, WebrtcVad
 from voxline.providers.factory import Providers, build_providers
+from voxline.transports.base import SinkMode, Transport
 
 from .session import Session, SessionRegistry, SessionState
 
-__all__ = ["Runtime", "AGENTS"]
+__all__ = ["Runtime", "CallPort", "AGENTS"]
 
 log = logging.getLogger(__name__)
 
@@ -109,26 +118,36 @@ class Runtime:
     def readiness(self) -> dict[str, bool]:
         return dict(self._ready)
 
-    # -- sessions ------------------------------------------------------------
+    # -- calls -----------------------------------------------------------------
 
-    def build(self, session: Session, out_rate: int, sink: Callable[[Frame], None]) -> Pipeline:
-        """The session's pipeline, from the transport's 16 kHz audio to ``sink`` at ``out_rate``."""
+    def build(self, session: Session, transport: Transport) -> Pipeline:
+        """The call's pipeline on ``transport`` (not started); see the module docstring."""
         kind = session.agent_kind
         if kind not in AGENTS:
             raise ValueError(f"agent must be one of {', '.join(AGENTS)}, not {kind!r}")
         vad: Any
         if self._batcher is not None:
-            vad = SileroVad(self._batcher, LISTENING)
+            vad = SileroVad(self._batcher, LISTENING)  # BatcherFull when at capacity
         else:
             vad = WebrtcVad(INBOUND_RATE, mode=3, config=LISTENING)
+        try:
+            agent, agent_rate = self._agent(session)
+            return self._assemble(session, transport, vad, agent, agent_rate)
+        except BaseException:
+            vad_close = getattr(vad, "close", None)
+            if vad_close is not None:
+                vad_close()  # the Silero slot goes back, whatever failed
+            raise
+
+    def _agent(self, session: Session) -> tuple[Any, int]:
+        """The session's agent and the rate of the audio it speaks."""
+        kind = session.agent_kind
 
         def observe(event: AgentEvent) -> None:
             session.events.publish(event.kind, event.turn, **event.data)
             if self.observer is not None:
                 self.observer(session, event)
 
-        holder: list[Any] = []
-        playout = Playout(out_rate, on_mark=lambda m, t: holder[0].on_mark(m, t) if holder else None)
         agent: Any
         agent_rate = INBOUND_RATE
         if kind == "echo":
@@ -144,42 +163,87 @@ class Runtime:
                 words["greeting"] = None
             elif self.config.greeting:
                 words["greeting"] = self.config.greeting
-            cfg = AssistantConfig(**words)
             agent = Assistant(
-                p.stt, p.llm, p.tts, fallback_tts=p.offline, heard=playout.heard, vad=vad,
+                p.stt, p.llm, p.tts, fallback_tts=p.offline,
                 endpointing={State.LISTENING: LISTENING, State.SPEAKING: WHILE_SPEAKING,
                              State.THINKING: LISTENING, State.CALLER_SPEAKING: LISTENING},
-                config=cfg, observer=observe,
+                config=AssistantConfig(**words), observer=observe,
             )
             agent_rate = p.tts.sample_rate
-            holder.append(agent)
-        stages: list[Any] = [vad, agent]
+        return agent, agent_rate
+
+    def _assemble(self, session: Session, transport: Transport, vad: Any, agent: Any, agent_rate: int) -> Pipeline:
+        kind = session.agent_kind
+        traits = transport.traits
+        media = traits.media
+        stages: list[Any] = []
+        if not media.decoded:
+            stages.append(Decode(media.codec, name="decode"))
+        if media.rate != INBOUND_RATE:
+            stages.append(Resample(media.rate, INBOUND_RATE, "hq", name="resample_in"))
+        stages += [vad, agent]
         if kind != "transcribe":
-            stages += [Resample(agent_rate, out_rate, "hq", name="resample_out"), playout]
-        pipeline = Pipeline(stages, sink, session_id=session.id, on_end=session.pipeline_ended)
+            if agent_rate != media.rate:
+                stages.append(Resample(agent_rate, media.rate, "hq", name="resample_out"))
+            mode = PlayoutMode.PULL if traits.sink is SinkMode.PULL else PlayoutMode.PUSH
+            stages.append(Playout(media.rate, media.frame_ms, mode=mode, far_end_buffer=traits.far_end_buffer,
+                                  far_end_clears=traits.can_clear))
+            if not media.decoded:
+                stages.append(Encode(media.codec, name="encode", frame_ms=media.frame_ms))
+        pipeline = Pipeline(stages, transport.send, session_id=session.id, on_end=session.pipeline_ended)
         session.pipeline = pipeline
         session.agent = agent
         return pipeline
 
-    async def webrtc_offer(self, session: Session, sdp: str) -> str:
-        from voxline.transports.webrtc import WebRTCConfig, WebRTCEndpoint
+    async def open(self, session: Session, transport: Transport) -> Pipeline:
+        """Build the call's pipeline on ``transport``, attach the transport, start.
 
-        def on_state(state: str) -> None:
-            session.events.publish("transport", state=state)
-            if state == "connected":
-                session.set_state(SessionState.ACTIVE)
-            elif state in ("failed", "closed"):
-                session.end_soon(f"transport {state}")
-
-        config = WebRTCConfig(ice_hosts=self.config.ice_hosts, inbound_rate=INBOUND_RATE)
-        endpoint = WebRTCEndpoint(config, on_state=on_state, name=f"webrtc:{session.id}")
-        session.endpoint = endpoint
+        On failure the session is ended (its transport closed) and the error
+        raised for the front door to report: ``BatcherFull`` is capacity (see
+        ``admission.capacity_error``); ``ValueError`` a bad request."""
+        session.endpoint = transport
         session.set_state(SessionState.CONNECTING)
         try:
-            pipeline = self.build(session, config.outbound_rate, endpoint.send)
-            endpoint.on_audio = pipeline.push
+            pipeline = self.build(session, transport)
+            transport.attach(CallPort(session, pipeline))
             await pipeline.start()
-            return await endpoint.accept(sdp)
-        except BaseException:
-            await session.end("offer failed")
+        except BaseException as exc:
+            await session.end(f"open failed: {type(exc).__name__}")
             raise
+        return pipeline
+
+
+class CallPort:
+    """The runtime's side of one call, given to its transport (``Port``)."""
+
+    __slots__ = ("session", "pipeline", "_push", "_playout", "digits")
+
+    def __init__(self, session: Session, pipeline: Pipeline) -> None:
+        self.session = session
+        self.pipeline = pipeline
+        self._push = pipeline.push
+        self._playout = pipeline.stage("playout")
+        self.digits = 0
+
+    def receive(self, frame: Audio | Payload | Dtmf) -> None:
+        if type(frame) is Dtmf:
+            self.digits += 1
+        self._push(frame)
+
+    def connected(self) -> None:
+        self.session.events.publish("transport", state="connected")
+        self.session.set_state(SessionState.ACTIVE)
+
+    def closed(self, reason: str) -> None:
+        self.session.events.publish("transport", state="closed", reason=reason)
+        self.session.end_soon(f"transport closed: {reason}")
+
+    def played(self, name: str) -> None:
+        self.pipeline.feedback.publish(Played(Mark(name), self.pipeline.clock.now(), confirmed=True))
+
+    async def pull(self) -> Audio | None:
+        playout = self._playout
+        if not isinstance(playout, Playout) or not self.pipeline.running:
+            await self.pipeline.clock.sleep_until(self.pipeline.clock.now() + 0.02)
+            return None
+        return await playout.pull()

@@ -21,10 +21,11 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from voxline.media.pipeline import Pipeline
+from voxline.transports.base import Refused
 
 from .events import EventBus
 
-__all__ = ["SessionState", "Session", "SessionRegistry", "Refused", "Endpoint"]
+__all__ = ["SessionState", "Session", "SessionRegistry", "Refused", "Endpoint", "AgentLike"]
 
 log = logging.getLogger(__name__)
 
@@ -39,17 +40,18 @@ class SessionState(enum.Enum):
     ENDED = "ended"
 
 
-class Refused(Exception):
-    """The registry will not take another session now."""
-
-    def __init__(self, reason: str, retry_after: int) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
-
-
 class Endpoint(Protocol):
+    """What a session needs of its transport (``voxline.transports.base.Transport``)."""
+
     async def close(self) -> None: ...
+    def stats(self) -> dict[str, Any]: ...
+
+
+class AgentLike(Protocol):
+    """What the control API needs of a session's agent."""
+
+    @property
+    def state(self) -> Any: ...
 
 
 class Session:
@@ -64,7 +66,7 @@ class Session:
         self.created_at = time.time()
         self.ended_at: float | None = None
         self.pipeline: Pipeline | None = None
-        self.agent: Any = None
+        self.agent: AgentLike | None = None
         self.endpoint: Endpoint | None = None
         self.events = EventBus(self.id)
         self.extra: dict[str, Any] = {}
@@ -128,11 +130,10 @@ class Session:
                 "head_dropped": stats.get("head_dropped", 0),
             }
             out["latency"] = stats.get("latency", {})
-            agent_state = getattr(self.agent, "state", None)
-            out["agent_state"] = getattr(agent_state, "value", agent_state)
-            endpoint_stats = getattr(self.endpoint, "stats", None)
-            if callable(endpoint_stats):
-                out["transport_stats"] = endpoint_stats()
+            state = self.agent.state if self.agent is not None else None
+            out["agent_state"] = state.value if isinstance(state, enum.Enum) else state
+            if self.endpoint is not None:
+                out["transport_stats"] = self.endpoint.stats()
         return out
 
 
@@ -158,10 +159,10 @@ class SessionRegistry:
     def admit(self, tenant: str, transport: str, agent: str) -> Session:
         if self.draining:
             self.refused += 1
-            raise Refused("shutting down", self.retry_after)
+            raise Refused("draining", "shutting down", self.retry_after)
         if len(self._sessions) >= self.max_sessions:
             self.refused += 1
-            raise Refused(f"at capacity ({self.max_sessions} sessions)", self.retry_after)
+            raise Refused("capacity", f"at capacity ({self.max_sessions} sessions)", self.retry_after)
         session = Session(self, tenant, transport, agent)
         self._sessions[session.id] = session
         self.admitted += 1

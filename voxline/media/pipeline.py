@@ -445,6 +445,13 @@ class Pipeline:
 
     # -- reporting -----------------------------------------------------------
 
+    def stage(self, name: str) -> Transform | Worker | None:
+        """The stage called ``name``, if the pipeline has one."""
+        for stage in self._stages:
+            if stage.name == name:
+                return stage
+        return None
+
     def links(self) -> list[Link]:
         return [s.link for s in self._segments if s.link is not None]
 

@@ -1,33 +1,53 @@
-"""The playout clock: egress paced against an absolute schedule.
+"""The playout clock: egress paced against an absolute schedule. The only pacer.
 
 Frame k of a talk spurt goes out at ``t0 + k * frame``, computed from integers each
 time, so an hour of audio ends within a float's rounding of where it should, with
 no drift from accumulated sleeps. When the outgoing audio runs dry the clock is
 re-anchored at the next frame, so silence is not "caught up" with a burst.
 
-Egress reports what was actually played: samples per turn, the last frame's
-time, and each ``Mark`` as it passes. On Interrupt, playout stops within one frame:
-the pipeline cancels the wait for the next slot and flushes the inbox, and the
-interrupted frame is never sent.
+Two ways to reach the wire, as the transport declares (``voxline.transports.base``):
+
+- ``push`` (RTP, WebSocket streams, AudioSocket): each frame is emitted in its
+  slot, and the transport writes it at once. It counts as heard when it was sent,
+  less ``far_end_buffer`` seconds that the far end holds before playing.
+- ``pull`` (aiortc's ``recv()``: the peer's side asks for frames): frames wait in
+  a hand-off of one frame, and the transport's ``pull()`` takes the next one in
+  *its* slot on the same schedule (silence when there is none), so nothing else
+  paces. A frame counts as heard when it is taken: exactly what the peer got.
+
+Egress reports what was actually heard: samples per turn (``heard(turn)``, given
+to the pipeline's feedback), and each ``Mark`` as a ``Played`` feedback event once
+the audio before it is out. On Interrupt, playout stops within one frame: the
+pipeline cancels the wait for the next slot and flushes the inbox, the hand-off
+is emptied, and the interrupted frame is never sent.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
-from collections.abc import Callable
+import enum
 
 import numpy as np
 
 from .clock import Clock, LoopClock
+from .feedback import Played
 from .frames import Audio, EndOfStream, Frame, Mark
 from .link import Link, Overflow
 from .stage import Emit, StageContext
 
-__all__ = ["Playout"]
+__all__ = ["Playout", "PlayoutMode"]
 
 DEFAULT_CAPACITY = 50  # frames: 1 s of 20 ms audio between TTS and the wire
 DEFAULT_SECONDS = 1.0  # and at most 1 s of audio, however long each frame is
 MAX_REPORTED_MARKS = 64
+PULL_LATE_RESET = 0.1  # a pull further behind its slot than this re-anchors (a stalled loop)
+PULL_STALL = 1.0  # s a frame waits to be pulled before it is dropped (a peer that stopped)
+
+
+class PlayoutMode(enum.Enum):
+    PUSH = "push"
+    PULL = "pull"
 
 
 class Playout:
@@ -44,7 +64,9 @@ class Playout:
         capacity: int = DEFAULT_CAPACITY,
         seconds: float = DEFAULT_SECONDS,
         clock: Clock | None = None,
-        on_mark: Callable[[Mark, float], None] | None = None,
+        mode: PlayoutMode = PlayoutMode.PUSH,
+        far_end_buffer: float = 0.0,
+        far_end_clears: bool = False,
     ) -> None:
         if rate <= 0 or frame_ms <= 0:
             raise ValueError(f"playout needs a positive rate and frame, got {rate} Hz, {frame_ms} ms")
@@ -59,7 +81,21 @@ class Playout:
         self._clock: Clock = clock or LoopClock()
         self._ctx: StageContext | None = None
         self._inbox: Link | None = None
-        self._on_mark = on_mark
+        self.mode = mode
+        self.far_end_buffer = far_end_buffer
+        self.far_end_clears = far_end_clears  # an Interrupt drops what the far end holds (clear())
+        # push with a far-end buffer: (sent_at, turn, samples) of the frames sent
+        # within far_end_buffer, not heard yet
+        self._recent: collections.deque[tuple[float, int, int]] = collections.deque()
+        # pull: the hand-off (frames and the marks after them) and its waiter
+        self._handoff: collections.deque[tuple[np.ndarray, int, int] | Mark] = collections.deque()
+        self._taken: asyncio.Future[None] | None = None
+        self._pull_t0: float | None = None
+        self._pull_k = 0
+        self.pulls = 0
+        self.silent_pulls = 0
+        self.late_pulls = 0
+        self.stalled = 0  # frames dropped because the peer did not pull them
         self._emit: Emit | None = None
         self._t0: float | None = None
         self._k = 0
@@ -78,13 +114,22 @@ class Playout:
     def bind(self, ctx: StageContext) -> None:
         self._ctx = ctx
         self._clock = ctx.clock
+        ctx.feedback.provide_heard(self.heard)
 
     def attach_inbox(self, link: Link) -> None:
         self._inbox = link
 
     def heard(self, turn: int) -> float:
-        """Seconds of ``turn``'s audio actually sent to the caller."""
-        return self.played_by_turn.get(turn, 0) / self.rate
+        """Seconds of ``turn``'s audio the caller has heard: sent into its slot
+        (push, less the far end's buffer) or taken by the peer (pull)."""
+        samples = self.played_by_turn.get(turn, 0)
+        if self._recent:
+            horizon = self._clock.now() - self.far_end_buffer
+            recent = self._recent
+            while recent and recent[0][0] <= horizon:
+                recent.popleft()
+            samples -= sum(n for _, t, n in recent if t == turn)
+        return samples / self.rate
 
     def next_due(self) -> float | None:
         return None if self._t0 is None else self._t0 + self._k * self.frame_time
@@ -109,9 +154,10 @@ class Playout:
         if self._carry is not None and type(frame) is not Audio:
             await self._flush_carry(emit)  # a mark sits after the audio before it
         if type(frame) is Mark:
-            self.marks_played.append((frame.name, self._clock.now()))
-            if self._on_mark is not None:
-                self._on_mark(frame, self._clock.now())
+            if self.mode is PlayoutMode.PULL and self._handoff:
+                self._handoff.append(frame)  # played once the audio before it is taken
+            else:
+                self._played(frame)
             await emit(frame)
             return
         if type(frame) is not Audio:
@@ -139,6 +185,10 @@ class Playout:
             # else: more is queued; it joins the next chunk (or a mark flushes it)
 
     async def _send(self, pcm: np.ndarray, turn: int, emit: Emit, real: int | None = None) -> None:
+        samples = len(pcm) if real is None else real
+        if self.mode is PlayoutMode.PULL:
+            await self._hand_over(pcm, turn, samples)
+            return
         clock = self._clock
         now = clock.now()
         due = self.next_due()
@@ -150,20 +200,106 @@ class Playout:
         self._k += 1
         sent_at = clock.now()
         out = Audio(pcm, self.rate, self._pts, sent_at, turn)
-        self._pts += len(pcm)
-        samples = len(pcm) if real is None else real
+        self._count(turn, samples, sent_at)
+        if self.far_end_buffer > 0:
+            self._recent.append((sent_at, turn, samples))
+        await emit(out)
+
+    def _count(self, turn: int, samples: int, at: float) -> None:
+        """A frame of ``turn`` reached the wire at ``at``."""
         if turn not in self.played_by_turn:
             self.played_by_turn[turn] = 0
             while len(self.played_by_turn) > MAX_REPORTED_MARKS:
                 self.played_by_turn.popitem(last=False)
             if self._ctx is not None and turn:
-                self._ctx.mark(turn, "first_played", sent_at)
+                self._ctx.mark(turn, "first_played", at)
         self.played_by_turn[turn] += samples
         self.played_samples += samples
         self.frames_sent += 1
-        self.last_sent_at = sent_at
-        await emit(out)
+        self.last_sent_at = at
+        self._pts += self.frame_samples
+
+    def _played(self, mark: Mark) -> None:
+        at = self._clock.now()
+        self.marks_played.append((mark.name, at))
+        if self._ctx is not None:
+            self._ctx.feedback.publish(Played(mark, at))
+
+    # -- pull ------------------------------------------------------------------
+
+    async def _hand_over(self, pcm: np.ndarray, turn: int, samples: int) -> None:
+        """Leave one frame for the peer to pull, and wait until it is taken."""
+        while any(type(item) is not Mark for item in self._handoff):
+            await self._wait_taken()
+        self._handoff.append((pcm, turn, samples))
+        await self._wait_taken()
+
+    async def _wait_taken(self) -> None:
+        fut = self._taken
+        if fut is None or fut.done():
+            fut = self._taken = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(PULL_STALL):
+                await asyncio.shield(fut)
+        except TimeoutError:
+            # Nobody is pulling: drop what waits rather than hold the reply forever.
+            dropped = sum(1 for item in self._handoff if type(item) is not Mark)
+            self.stalled += dropped
+            self._handoff.clear()
+
+    async def pull(self) -> Audio | None:
+        """The transport's pull: the next frame in its slot (None: nothing to play).
+
+        Slots run on this playout's clock, continuously (a pulling peer sends
+        silence between replies); a pull further behind than ``PULL_LATE_RESET``
+        re-anchors instead of returning frames in a burst."""
+        clock = self._clock
+        now = clock.now()
+        if self._pull_t0 is None:
+            self._pull_t0, self._pull_k = now, 0
+        else:
+            self._pull_k += 1
+            due = self._pull_t0 + self._pull_k * self.frame_time
+            if now > due + PULL_LATE_RESET:
+                self.late_pulls += 1
+                self._pull_t0, self._pull_k = now, 0
+            else:
+                await clock.sleep_until(due)
+        self.pulls += 1
+        handoff = self._handoff
+        out: Audio | None = None
+        while handoff:
+            item = handoff[0]
+            if type(item) is Mark:
+                handoff.popleft()
+                self._played(item)
+                continue
+            if out is not None:
+                break
+            handoff.popleft()
+            pcm, turn, samples = item  # type: ignore[misc]
+            at = clock.now()
+            out = Audio(pcm, self.rate, self._pts, at, turn)
+            self._count(turn, samples, at)
+        if out is None:
+            self.silent_pulls += 1
+        fut = self._taken
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+        return out
 
     def interrupt(self) -> None:
         self._carry = None
+        if self._recent:
+            horizon = self._clock.now() - self.far_end_buffer
+            for sent_at, turn, samples in self._recent:
+                if sent_at > horizon and self.far_end_clears and turn in self.played_by_turn:
+                    self.played_by_turn[turn] -= samples  # cleared at the far end: never heard
+            if self.far_end_clears:
+                self._recent.clear()
+        # Not taken by the peer, so never heard; marks waiting there are dropped too.
+        self._handoff.clear()
+        fut = self._taken
+        if fut is not None and not fut.done():
+            fut.set_result(None)
         self.interruptions += 1

@@ -1,1 +1,14 @@
-"""voxline.transports."""
+"""Transports: each turns a connection into a source and a sink of frames.
+
+``base`` is the contract every transport implements. ``DOORS`` registers each
+transport's front door by name, as ``"module:factory"`` (``factory(config) ->
+Door``): the control app mounts every registered door's routes and starts its
+listener. A new transport is one module here and one line below.
+"""
+
+__all__ = ["DOORS"]
+
+DOORS: dict[str, str] = {
+    "webrtc": "voxline.transports.webrtc_call:door",
+    "loopback": "voxline.transports.loopback:door",
+}

@@ -3,7 +3,7 @@
 Signalling is non-trickle: ``accept(offer)`` gathers every local candidate (within
 ``gather_timeout``) and answers with all of them, so a control route is one POST.
 Remote audio comes out of ``on_audio`` as 20 ms mono ``Audio`` at ``inbound_rate``;
-``send(frame)`` is the pipeline sink for audio going back.
+audio going back is asked of ``outbound.source`` frame by frame (see Outbound).
 
 ICE hosts: aioice 0.13 offers the interfaces' addresses minus 127.0.0.1 and ::1,
 with no option to add or pin any, so where loopback is the only interface a local
@@ -17,14 +17,11 @@ to ``on_audio``. After a slow consumer (an awaitable ``on_audio``) or a stalled
 loop, the backlog overflows that buffer and the *oldest* frames are dropped and
 counted: the pipeline resumes at the present, not seconds behind.
 
-Outbound: aiortc sends whatever ``OutboundTrack.recv()`` returns at once, so
-``recv()`` paces itself on the track's timestamps (frame k at ``start + k * 20
-ms`` on the injected clock, as aiortc's ``AudioStreamTrack`` does). ``Playout``
-paces egress on the same clock: the two schedules share a rate and differ only in
-phase, which the buffer between them absorbs. It is kept small (``outbound_
-capacity``, 200 ms) and drops the oldest audio when full, so an unpaced burst
-cannot build standing latency; empty, it yields silence (a track must keep
-sending). ``clear()``, or an ``Interrupt`` given to ``send``, empties it.
+Outbound: aiortc sends whatever ``OutboundTrack.recv()`` returns at once; the
+track asks its ``source`` for each frame, and in a call the source is playout's
+``pull()``, which answers in the frame's slot: one pacer, and a frame counts as
+heard when aiortc takes it (``voxline.transports.webrtc_call`` puts a call on this
+endpoint).
 """
 
 from __future__ import annotations
@@ -41,11 +38,11 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSession
 from aiortc.mediastreams import MediaStreamTrack
 
 from ..media.clock import Clock, LoopClock
-from ..media.frames import Audio, Frame
-from .webrtc_media import AudioCallback, InboundReader, OutboundTrack, WebRTCStats
+from ..media.frames import Audio
+from .webrtc_media import AudioCallback, InboundReader, OutboundTrack, Source, WebRTCStats
 
-__all__ = ["AudioCallback", "InboundReader", "OutboundTrack", "WebRTCConfig", "WebRTCEndpoint", "WebRTCStats",
-           "gather_candidates", "validate_offer"]
+__all__ = ["AudioCallback", "InboundReader", "OutboundTrack", "Source", "WebRTCConfig", "WebRTCEndpoint",
+           "WebRTCStats", "gather_candidates", "validate_offer"]
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +60,6 @@ class WebRTCConfig:
     outbound_rate: int = 48000  # what aiortc's Opus encoder runs at: no second resampling
     frame_ms: int = 20
     inbound_capacity: int = 10  # 200 ms between aiortc and on_audio
-    outbound_capacity: int = 10  # 200 ms between send() and recv(); see the module docstring
     gather_timeout: float = 5.0
     connect_timeout: float = 15.0
     deliver_timeout: float = 1.0  # an awaitable on_audio taking longer loses that frame
@@ -74,7 +70,7 @@ class WebRTCConfig:
             ipaddress.ip_address(host)  # ValueError: "... does not appear to be an IPv4 or IPv6 address"
         if not self.ice_scan_interfaces and not self.ice_hosts:
             raise ValueError("ice_scan_interfaces=False needs ice_hosts, or no host candidate is offered")
-        for name in ("inbound_rate", "outbound_rate", "frame_ms", "inbound_capacity", "outbound_capacity"):
+        for name in ("inbound_rate", "outbound_rate", "frame_ms", "inbound_capacity"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if (self.inbound_rate * self.frame_ms) % 1000 or (self.outbound_rate * self.frame_ms) % 1000:
@@ -147,8 +143,8 @@ class WebRTCEndpoint:
         self.state = "new"
         self._clock: Clock = clock or LoopClock()
         self._stats = WebRTCStats()
-        self.outbound = OutboundTrack(rate=cfg.outbound_rate, frame_ms=cfg.frame_ms, capacity=cfg.outbound_capacity,
-                                      clock=self._clock, stats=self._stats)
+        self.outbound = OutboundTrack(rate=cfg.outbound_rate, frame_ms=cfg.frame_ms, clock=self._clock,
+                                      stats=self._stats)
         self.inbound: InboundReader | None = None
         self._pc: RTCPeerConnection | None = None
         self._connected = False
@@ -210,13 +206,6 @@ class WebRTCEndpoint:
     async def wait_closed(self, timeout: float) -> None:
         """Wait until the endpoint has closed (failure, connect timeout, or close())."""
         await asyncio.wait_for(self._closed.wait(), timeout)
-
-    def send(self, frame: Frame) -> None:
-        """Pipeline sink: queue outbound audio (``Interrupt`` clears). Never raises."""
-        self.outbound.send(frame)
-
-    def clear(self) -> int:
-        return self.outbound.clear()
 
     def stats(self) -> WebRTCStats:
         return dataclasses.replace(self._stats)

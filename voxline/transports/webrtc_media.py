@@ -2,8 +2,12 @@
 
 ``InboundReader`` drains aiortc's unbounded queue into a bounded buffer (oldest
 dropped, counted) and hands 20 ms mono frames at the inbound rate to a callback;
-``OutboundTrack`` is the outgoing audio track, paced on its own timestamps and fed
-through a small bounded buffer. See ``voxline.transports.webrtc`` for how they fit.
+``OutboundTrack`` is the outgoing audio track: aiortc sends whatever its
+``recv()`` returns at once, so ``recv()`` asks a *source* for the next frame and
+the source answers in the frame's slot — in a call, playout's ``pull()``, the one
+pacer of the path. A frame is heard when aiortc takes it. Until a source is
+attached the track sends silence on its own 20 ms schedule (a track must keep
+sending). See ``voxline.transports.webrtc`` for how they fit.
 """
 
 from __future__ import annotations
@@ -22,10 +26,10 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ..media.clock import Clock, LoopClock
-from ..media.frames import Audio, Frame, Interrupt
+from ..media.frames import Audio
 from ..media.resample import StreamResampler
 
-__all__ = ["AudioCallback", "InboundReader", "OutboundTrack", "WebRTCStats"]
+__all__ = ["AudioCallback", "InboundReader", "OutboundTrack", "Source", "WebRTCStats"]
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +48,8 @@ class WebRTCStats:
     gaps_in: int = 0  # forward jumps in the remote timestamps (loss, DTX)
     frames_out: int = 0  # frames of real audio given to aiortc
     silent_out: int = 0  # frames of filler silence given to aiortc
-    dropped_out: int = 0  # outbound frames dropped because the buffer was full
-    cleared_out: int = 0  # outbound frames dropped by clear()
-    malformed_out: int = 0  # frames refused by send()
-    underruns: int = 0  # times the outbound buffer ran dry while audio was flowing
-    late_out: int = 0  # times recv() fell behind schedule and re-anchored
+    malformed_out: int = 0  # frames from the source that were not one frame of int16 at the track's rate
+    underruns: int = 0  # times the source ran dry while audio was flowing
 
     def as_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)
@@ -206,91 +207,66 @@ def _mono_s16(frame: object) -> tuple[np.ndarray, int, int | None]:
     return pcm, rate, int(frame.pts * frame.time_base * rate)
 
 
+Source = Callable[[], Awaitable[Audio | None]]
+
+
 class OutboundTrack(MediaStreamTrack):
-    """An audio track fed by ``send(frame)``; ``recv()`` is paced on its timestamps."""
+    """An audio track whose ``recv()`` returns what ``source()`` gives, in its slot."""
 
     kind = "audio"
 
-    def __init__(self, *, rate: int = 48000, frame_ms: int = 20, capacity: int = 10, clock: Clock | None = None,
-                 stats: WebRTCStats | None = None) -> None:
+    def __init__(self, *, rate: int = 48000, frame_ms: int = 20, source: Source | None = None,
+                 clock: Clock | None = None, stats: WebRTCStats | None = None) -> None:
         super().__init__()
-        self.rate, self.capacity = rate, capacity
+        self.rate = rate
         self.frame_samples = rate * frame_ms // 1000
         self.frame_time = self.frame_samples / rate
+        self.source = source
         self.stats = stats if stats is not None else WebRTCStats()
         self._clock: Clock = clock or LoopClock()
-        self._buffer: collections.deque[np.ndarray] = collections.deque()
-        self._framer = _Reframer(rate, self.frame_samples)
         self._start: float | None = None
         self._k = self._timestamp = 0
         self._flowing = False
         self._time_base = fractions.Fraction(1, rate)
 
-    def send(self, frame: Frame) -> None:
-        """Queue audio to send (a pipeline sink). Never raises; refused frames are counted."""
-        if type(frame) is Interrupt:
-            self.clear()
-            return
-        if type(frame) is not Audio:
-            return  # marks, end of stream: nothing to put on the wire
-        pcm = frame.pcm
-        if not isinstance(pcm, np.ndarray) or pcm.dtype != np.int16 or pcm.ndim != 1 or frame.rate <= 0:
-            self.stats.malformed_out += 1
-            log.warning("x outbound frame refused: need 1-D int16 PCM at a positive rate")
-            return
-        for chunk in self._framer.push(pcm, frame.rate):
-            if len(self._buffer) >= self.capacity:
-                self._buffer.popleft()
-                self.stats.dropped_out += 1
-            self._buffer.append(chunk)
-
-    def clear(self) -> int:
-        """Drop buffered audio (barge-in); return the number of frames dropped."""
-        dropped = len(self._buffer) + (1 if len(self._framer.carry) else 0)
-        self._buffer.clear()
-        self._framer.reset()
-        self.stats.cleared_out += dropped
-        return dropped
-
-    @property
-    def buffered(self) -> int:
-        return len(self._buffer)
-
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        now = self._clock.now()
-        if self._start is None:
-            self._start = now
+        source = self.source
+        audio = None
+        if source is not None:
+            audio = await source()
         else:
-            self._k += 1
-            due = self._start + self._k * self.frame_time
-            if now > due + _LATE_RESET:
-                # The loop stalled: re-anchor instead of sending a catch-up burst.
-                self.stats.late_out += 1
-                self._start, self._k = now, 0
-            else:
-                await self._clock.sleep_until(due)
-        out = av.AudioFrame.from_ndarray(self._next_pcm().reshape(1, -1), format="s16", layout="mono")
+            await self._idle()
+        if self.readyState != "live":
+            raise MediaStreamError
+        out = av.AudioFrame.from_ndarray(self._pcm(audio).reshape(1, -1), format="s16", layout="mono")
         out.sample_rate, out.pts, out.time_base = self.rate, self._timestamp, self._time_base
         self._timestamp += self.frame_samples
         return out
 
-    def _next_pcm(self) -> np.ndarray:
-        stats = self.stats
-        if self._buffer:
-            self._flowing = True
-            stats.frames_out += 1
-            return self._buffer.popleft()
-        pcm = np.zeros(self.frame_samples, dtype=np.int16)
-        if len(self._framer.carry):
-            # The end of a talk spurt: pad it rather than hold it until the next one.
-            pcm[: len(self._framer.carry)] = self._framer.carry
-            self._framer.carry = _EMPTY
-            stats.frames_out += 1
-            return pcm
+    async def _idle(self) -> None:
+        """No source yet: silence, one frame per slot on the track's own clock."""
+        now = self._clock.now()
+        if self._start is None or now > self._start + (self._k + 1) * self.frame_time + _LATE_RESET:
+            self._start, self._k = now, 0
+        else:
+            self._k += 1
+            await self._clock.sleep_until(self._start + self._k * self.frame_time)
+        return None
+
+    def _pcm(self, audio: Audio | None) -> np.ndarray:
+        stats, n = self.stats, self.frame_samples
+        if audio is not None:
+            pcm = audio.pcm
+            if audio.rate == self.rate and isinstance(pcm, np.ndarray) and pcm.dtype == np.int16 and pcm.shape == (n,):
+                self._flowing = True
+                stats.frames_out += 1
+                return pcm
+            stats.malformed_out += 1
+            log.warning("x outbound frame refused: need %d int16 samples at %d Hz", n, self.rate)
         if self._flowing:
             self._flowing = False
             stats.underruns += 1
         stats.silent_out += 1
-        return pcm
+        return np.zeros(n, dtype=np.int16)
