@@ -21,6 +21,30 @@ def words(text: str) -> list[str]:
     return [NUMBERS.get(w, w) for w in re.findall(r"[a-z0-9']+", text.lower())]
 
 
+def wer(reference: list[str], hypothesis: list[str]) -> float:
+    """Word error rate: word edits (substitutions, insertions, deletions) per reference word.
+
+    Two decodings of one clip are compared by words, never by text: they are two
+    computations in floating point, and a different machine (another SIMD path,
+    another GEMM blocking) can tip a near tie the other way, as a comma that one
+    decoding has and the other not.
+    """
+    row = list(range(len(hypothesis) + 1))
+    for i, ref in enumerate(reference, 1):
+        prev, row[0] = row[0], i
+        for j, hyp in enumerate(hypothesis, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ref != hyp))
+    return row[-1] / max(1, len(reference))
+
+
+def test_word_error_rate() -> None:
+    assert wer("a b c d".split(), "a b c d".split()) == 0
+    assert wer("a b c d".split(), "a x c d".split()) == 0.25
+    assert wer("a b c d".split(), "a b d".split()) == 0.25
+    assert wer("a b c d".split(), "a b c d e f".split()) == 0.5
+    assert wer("a b".split(), []) == 1.0
+
+
 def goforward(speech_dir: Path) -> np.ndarray:
     return np.fromfile(speech_dir / "goforward.raw", dtype=np.int16)
 
@@ -70,10 +94,13 @@ async def test_two_recognitions_at_once_share_one_model(speech_dir: Path) -> Non
     assert a._shared is not None and a._shared is b._shared
     assert words(ra.text) == ["go", "forward", "ten", "meters"], ra.text
     # tiny.en hears "ill disposed" as "old-sposed": check the words it gets right,
-    # and that decoding alongside another call changes nothing.
+    # and that decoding alongside another call changes nothing: the same words as
+    # alone (by words: punctuation is where two runs of a float model may differ;
+    # a leak of the other call's audio or state would change words).
     assert {"he", "was", "not", "young", "man"} <= set(words(rb.text)), rb.text
     alone = await transcribe(b, librivox_0880(speech_dir))
-    assert alone.text == rb.text
+    assert words(alone.text) == words(rb.text), (alone.text, rb.text)
+    assert not {"go", "forward", "meters"} & set(words(rb.text)), rb.text
 
 
 async def test_utterances_come_out_in_order(speech_dir: Path) -> None:
@@ -107,7 +134,12 @@ async def test_short_turns_decode_in_a_short_window_as_in_the_full_one(speech_di
     windowed, full = WhisperSTT(), WhisperSTT(WhisperConfig(window_seconds=None))
     clips = [goforward(speech_dir), *librivox(speech_dir)]  # 2.8 to 7.1 s
     for audio in clips:
-        assert (await transcribe(windowed, audio)).text == (await transcribe(full, audio)).text
+        # Two different computations (a 10 s window, a 30 s one): the same words,
+        # within one word in ten, not the same characters (see wer()). A window
+        # that cut speech off, or a decode that looped, is far past that.
+        short, whole = (await transcribe(windowed, audio)).text, (await transcribe(full, audio)).text
+        assert len(words(whole)) >= 4, whole
+        assert wer(words(whole), words(short)) <= 0.1, (short, whole)
     assert windowed.stats == {"windowed": len(clips), "full": 0, "full_retries": 0}
     assert full.stats["full"] == len(clips) and full.stats["windowed"] == 0
 
