@@ -231,7 +231,7 @@ class JitterBuffer:
         ext_ts = self._ts.extend(timestamp)
         transit = arrival - ext_ts / self.config.rate
         if not self._started:
-            self._start(ext_seq, ext_ts, transit)
+            self._start(ext_seq, ext_ts, arrival)
         elif not -_MAX_MISORDER <= ext_seq - self._highest < _MAX_DROPOUT:
             self.stats.restarts += 1
             ext_seq, ext_ts = self._restart(seq, timestamp, arrival)
@@ -260,8 +260,11 @@ class JitterBuffer:
         self._trim()
         return outcome
 
-    def _start(self, ext_seq: int, ext_ts: int, transit: float) -> None:
+    def _start(self, ext_seq: int, ext_ts: int, arrival: float) -> None:
         self._started = True
+        # Stability is measured from the anchor: a new estimate needs time.
+        self._last_late = self._last_shrink = arrival
+        transit = arrival - ext_ts / self.config.rate
         self._next_seq = ext_seq
         self._highest = ext_seq
         self._play_ts = ext_ts
@@ -277,7 +280,7 @@ class JitterBuffer:
         self._seq = _Unwrap(bits=16)
         self._ts = _Unwrap(bits=32)
         ext_seq, ext_ts = self._seq.extend(seq), self._ts.extend(timestamp)
-        self._start(ext_seq, ext_ts, arrival - ext_ts / self.config.rate)
+        self._start(ext_seq, ext_ts, arrival)
         return ext_seq, ext_ts
 
     def _older_held(self, ext_seq: int) -> bool:
