@@ -73,6 +73,9 @@ class TtsConfig:
     voice: str = "joe-medium"
     api_key: str = ""
     base_url: str = ""
+    # Characters per synthesis: longer texts are cut at sentences, then clauses,
+    # then words, and synthesised piece by piece (providers/chunked.py).
+    max_chars: int = 250
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from typing import Any
 from voxline.config import LlmConfig, ProvidersConfig, SttConfig, TtsConfig
 
 from .base import Deadlines, LanguageModel, SpeechToText, TextToSpeech
+from .chunked import ChunkedTTS
 
 __all__ = ["Providers", "build_providers"]
 
@@ -71,7 +72,9 @@ def build_providers(cfg: ProvidersConfig) -> Providers:
     from .tts.espeak import EspeakTTS
 
     offline = EspeakTTS()
-    return Providers(_stt(cfg.stt), _llm(cfg.llm), _tts(cfg.tts, offline), offline)
+    # Every TTS, the offline voice too, is handed bounded pieces (see chunked.py).
+    tts = ChunkedTTS(_tts(cfg.tts, offline), cfg.tts.max_chars)
+    return Providers(_stt(cfg.stt), _llm(cfg.llm), tts, ChunkedTTS(offline, cfg.tts.max_chars))
 
 
 def _stt(cfg: SttConfig) -> SpeechToText:

@@ -105,6 +105,7 @@ class PiperTTS:
         # Idle intra-op threads would spin between sentences, on the core the
         # LLM is writing the rest of the answer on.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.enable_cpu_mem_arena = False
         session = onnxruntime.InferenceSession(str(onnx), sess_options=options, providers=["CPUExecutionProvider"])
         config = VoiceConfig.from_dict(json.loads(Path(f"{onnx}.json").read_text("utf-8")))
         voice = PiperVoice(session=session, config=config)
