@@ -124,12 +124,15 @@ class Playout:
         (push, less the far end's buffer) or taken by the peer (pull)."""
         samples = self.played_by_turn.get(turn, 0)
         if self._recent:
-            horizon = self._clock.now() - self.far_end_buffer
-            recent = self._recent
-            while recent and recent[0][0] <= horizon:
-                recent.popleft()
-            samples -= sum(n for _, t, n in recent if t == turn)
+            self._forget_heard(self._clock.now())
+            samples -= sum(n for _, t, n in self._recent if t == turn)
         return samples / self.rate
+
+    def _forget_heard(self, now: float) -> None:
+        """Keep in ``_recent`` only what the far end still holds (bounded by its buffer)."""
+        recent, horizon = self._recent, now - self.far_end_buffer
+        while recent and recent[0][0] <= horizon:
+            recent.popleft()
 
     def next_due(self) -> float | None:
         return None if self._t0 is None else self._t0 + self._k * self.frame_time
@@ -202,6 +205,7 @@ class Playout:
         out = Audio(pcm, self.rate, self._pts, sent_at, turn)
         self._count(turn, samples, sent_at)
         if self.far_end_buffer > 0:
+            self._forget_heard(sent_at)
             self._recent.append((sent_at, turn, samples))
         await emit(out)
 
@@ -290,13 +294,12 @@ class Playout:
 
     def interrupt(self) -> None:
         self._carry = None
-        if self._recent:
-            horizon = self._clock.now() - self.far_end_buffer
-            for sent_at, turn, samples in self._recent:
-                if sent_at > horizon and self.far_end_clears and turn in self.played_by_turn:
+        if self._recent and self.far_end_clears:
+            self._forget_heard(self._clock.now())
+            for _, turn, samples in self._recent:
+                if turn in self.played_by_turn:
                     self.played_by_turn[turn] -= samples  # cleared at the far end: never heard
-            if self.far_end_clears:
-                self._recent.clear()
+            self._recent.clear()
         # Not taken by the peer, so never heard; marks waiting there are dropped too.
         self._handoff.clear()
         fut = self._taken
