@@ -35,6 +35,16 @@ def err(body: dict[str, Any]) -> tuple[str, str | None]:
     return body["error"]["code"], body["error"]["field"]
 
 
+def failing_open(exc: Exception) -> type[FakeRuntime]:
+    """A runtime whose ``open`` raises ``exc``, as a build failure would."""
+
+    class Failing(FakeRuntime):
+        async def open(self, session, transport):  # type: ignore[override]
+            raise exc
+
+    return Failing
+
+
 async def test_offer_creates_a_session_and_returns_the_answer(make_client) -> None:
     client = await make_client()
     status, body, headers = await offer(client, agent="echo")
@@ -205,11 +215,7 @@ async def test_readyz_needs_the_port_bound_and_health_needs_nothing(make_client)
 
 
 async def test_a_runtime_that_fails_on_an_offer_ends_the_session(make_client) -> None:
-    class Broken(FakeRuntime):
-        async def open(self, session, transport):  # type: ignore[override]
-            raise RuntimeError("boom")
-
-    client = await make_client(factory=Broken)
+    client = await make_client(factory=failing_open(RuntimeError("boom")))
     status, body, _ = await offer(client)
     assert status == 500 and err(body)[0] == "internal" and "boom" not in body["error"]["message"]
     await asyncio.sleep(0)  # end_soon's task
@@ -221,11 +227,7 @@ async def test_a_runtime_that_fails_on_an_offer_ends_the_session(make_client) ->
 
 
 async def test_a_shared_resource_at_its_limit_is_capacity_not_a_fault(make_client) -> None:
-    class Full(FakeRuntime):
-        async def open(self, session, transport):  # type: ignore[override]
-            raise BatcherFull("the Silero batcher holds its maximum of sessions")
-
-    client = await make_client(factory=Full)
+    client = await make_client(factory=failing_open(BatcherFull("the Silero batcher holds its maximum of sessions")))
     status, body, headers = await offer(client)
     assert status == 503 and err(body)[0] == "refused" and headers["Retry-After"]
     resp = await client.get("/metrics", headers=AUTH)
@@ -233,11 +235,7 @@ async def test_a_shared_resource_at_its_limit_is_capacity_not_a_fault(make_clien
 
 
 async def test_a_value_error_inside_the_runtime_is_a_fault_not_a_bad_offer(make_client) -> None:
-    class Broken(FakeRuntime):
-        async def open(self, session, transport):  # type: ignore[override]
-            raise ValueError("unsupported rate 44100")
-
-    client = await make_client(factory=Broken)
+    client = await make_client(factory=failing_open(ValueError("unsupported rate 44100")))
     status, body, _ = await offer(client)
     assert status == 500 and err(body)[0] == "internal"
 
