@@ -95,8 +95,23 @@ class ServiceConfig:
     api_tokens: tuple[str, ...] = ()
     jwt_public_key: str = ""  # PEM (Ed25519), or a path to one
     jwt_revoked: tuple[str, ...] = ()  # revoked token ids (jti)
+    jwt_audience: str = "voxline"  # the aud a JWT must name ("": aud not checked)
+    jwt_issuer: str = ""  # the iss a JWT must name ("": any)
+    jwt_max_lifetime: float = 86400.0  # s: exp may be at most this far past iat (or now)
     sessions_per_minute: float = 30.0  # per token: session creation rate limit
     session_burst: int = 10
+    # Concurrent sessions one token (or one SIP/TCP source) may hold, and one
+    # tenant; 0: only max_sessions. Pending: admitted, not yet connected.
+    max_sessions_per_token: int = 50
+    max_sessions_per_tenant: int = 0
+    max_pending_per_token: int = 5
+    pending_timeout: float = 10.0  # s a session may take to connect its media
+    # HTTP connections: the most open at once (beyond it a 503 and close); how long
+    # one may stay open with no request in progress (idle keep-alive, or a request
+    # head still arriving); how long a request body may take to arrive.
+    max_connections: int = 1000
+    http_idle_timeout: float = 15.0
+    http_body_timeout: float = 10.0
     ice_hosts: tuple[str, ...] = ()  # host candidates to offer, e.g. ("127.0.0.1",)
     drain_timeout: float = 30.0
     log_format: str = "json"  # json | text

@@ -5,7 +5,8 @@ all call ``Admission.admit``; each turns a ``Refused`` into its own terms (HTTP
 503 + Retry-After, or 429 for the rate limit; SIP 486/503; WebSocket close 1013;
 AudioSocket hangup). In order: the runtime must be ready, the registry must be
 admitting and have room, and the caller's key (a token id, a peer address) must
-be within its session-creation rate. Refusals are counted by code and transport.
+be within its session-creation rate, and within its concurrent and pending caps
+and its tenant's (see ``session.Caps``). Refusals are counted by code and transport.
 
 A refusal raised inside a session's build (the Silero batcher full, the model
 executor saturated) is capacity too: ``capacity_error`` recognises those, so a
@@ -45,7 +46,7 @@ class Admission:
                 wait = self.limiter.take(key)
                 if wait > 0:
                     raise Refused("rate_limited", "session creation rate limit reached", max(1, math.ceil(wait)))
-            return self.registry.admit(tenant, transport, agent)
+            return self.registry.admit(tenant, transport, agent, key)
         except Refused as exc:
             self.count(exc, transport)
             raise

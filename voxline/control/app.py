@@ -32,13 +32,14 @@ from voxline.transports.base import Door, Transport
 
 from .admission import Admission
 from .auth import AuthError, Authenticator, Identity
+from .connections import MalformedRequests
 from .doors import CallService, door_routes, door_schemas, load_doors
 from .errors import MAX_BODY, ApiError, error_middleware, json_response, read_json
 from .events import Subscription
 from .metrics import CONTENT_TYPE, Metrics
 from .openapi import Reply, Route, build_document, schemas_for, validate
 from .ratelimit import RateLimiter
-from .session import Session, SessionRegistry, SessionState
+from .session import Caps, Session, SessionRegistry, SessionState
 from .stream import SEND_TIMEOUT, stream_events, watch_client
 
 __all__ = [
@@ -176,7 +177,7 @@ async def end_session(request: web.Request) -> web.StreamResponse:
 
 async def say(request: web.Request) -> web.StreamResponse:
     session = _session(request)
-    body = await read_json(request)
+    body = await read_json(request, request.app[CONFIG].http_body_timeout)
     validate(request.app[SCHEMAS], "SayRequest", body)
     _accepting(session, "say").say(body["text"])
     return json_response({"session_id": session.id, "accepted": True}, 202)
@@ -205,6 +206,9 @@ async def session_events(request: web.Request) -> web.StreamResponse:
         await ws.prepare(request)
         reader = asyncio.create_task(watch_client(ws, sub), name=f"events-reader:{session.id}")
         await stream_events(ws, sub, request.app[METRICS])
+    except (ConnectionError, TimeoutError) as exc:  # the client went away, or stopped reading
+        log.debug("events stream of %s ended: %s", session.id, exc or type(exc).__name__,
+                  extra={"session_id": session.id})
     finally:
         sub.close()
         streams.discard(sub)
@@ -384,6 +388,17 @@ async def _doors_ctx(app: web.Application) -> AsyncIterator[None]:
                     log.exception("stopping the %s door failed", door.name)
 
 
+async def _malformed_ctx(app: web.Application) -> AsyncIterator[None]:
+    # aiohttp's server logger is process-wide: each app adds its counting filter while it runs.
+    logger = logging.getLogger("aiohttp.server")
+    malformed = MalformedRequests(app[METRICS].http_malformed.inc)
+    logger.addFilter(malformed)
+    try:
+        yield
+    finally:
+        logger.removeFilter(malformed)
+
+
 async def _sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     # Runs before the runtime's cleanup (reverse order): calls end while their runtime is up.
@@ -430,7 +445,9 @@ def create_app(
 
     app[CONFIG] = config
     app[FACTORY] = runtime_factory
-    app[SESSIONS] = SessionRegistry(config.max_sessions, on_end=session_ended)
+    caps = Caps(per_key=config.max_sessions_per_token, per_tenant=config.max_sessions_per_tenant,
+                pending_per_key=config.max_pending_per_token, pending_timeout=config.pending_timeout)
+    app[SESSIONS] = SessionRegistry(config.max_sessions, on_end=session_ended, caps=caps)
     app[METRICS] = Metrics(app[SESSIONS])
     app[AUTH] = Authenticator(config)
     app[LIMITER] = RateLimiter(config.sessions_per_minute, config.session_burst, clock)
@@ -447,6 +464,7 @@ def create_app(
     app[DOCUMENT] = build_document(routes, agents, __version__, tuple(assets), app[SCHEMAS])
     for route in routes:
         app.router.add_route(route.method, route.path, _wrap(route))
+    app.cleanup_ctx.append(_malformed_ctx)
     app.cleanup_ctx.append(_runtime_ctx)
     app.cleanup_ctx.append(_doors_ctx)
     app.cleanup_ctx.append(_sessions_ctx)

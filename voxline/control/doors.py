@@ -6,8 +6,8 @@ OpenAPI document like every other route) and/or a listener started with the app.
 ``CallService`` is what a door is given: admission (the one every front door
 shares) and ``open`` (the runtime builds the call's pipeline on the transport).
 
-Errors say whose fault, the same for every door: ``Refused`` is 429 (rate limit)
-or 503 + Retry-After (capacity, draining, not ready — including a shared
+Errors say whose fault, the same for every door: ``Refused`` is 429 (this caller's rate, or its
+concurrent or pending sessions, or its tenant's) or 503 + Retry-After (capacity, draining, not ready — including a shared
 resource at its limit while the call was built, e.g. the Silero batcher full);
 ``BadRequest`` is 400 naming its field; a timeout 504; anything else is a fault
 inside voxline: 500, logged with its reason.
@@ -91,13 +91,14 @@ def door_schemas(doors: list[Door], agents: tuple[str, ...]) -> dict[str, dict[s
 
 def refusal(exc: Refused) -> ApiError:
     """A refusal in HTTP's terms."""
-    if exc.code == "rate_limited":
-        return ApiError(429, "rate_limited", exc.reason, headers={"Retry-After": str(exc.retry_after)})
+    if exc.caller_limit:  # this caller's share, not the service's state
+        return ApiError(429, exc.code, exc.reason, headers={"Retry-After": str(exc.retry_after)})
     return ApiError(503, exc.code if exc.code != "capacity" else "refused", exc.reason,
                     headers={"Retry-After": str(exc.retry_after)})
 
 
-_R429 = Reply("Session creation rate limit reached for this token", headers=("Retry-After",))
+_R429 = Reply("This token's session creation rate, or its (or its tenant's) concurrent or pending "
+              "sessions, at their limit", headers=("Retry-After",))
 _R503 = Reply("At capacity, draining, or still starting", headers=("Retry-After",))
 
 
@@ -123,7 +124,7 @@ def _handler(route: DoorRoute, service: Callable[[web.Request], CallService], id
     async def handle(request: web.Request) -> web.StreamResponse:
         body: dict[str, Any] = {}
         if route.request is not None:
-            body = await read_json(request)
+            body = await read_json(request, service(request).config.http_body_timeout)
             validate(schemas(request), route.request, body)
         try:
             result = await route.handler(request, body, service(request), identity(request))

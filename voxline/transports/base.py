@@ -117,16 +117,28 @@ class Unsupported(Exception):
     """The transport (or agent) cannot do this; the message says why, for the caller."""
 
 
+HANGUP = "hangup"
+PEER_GONE = "peer gone"
+
+
 class Refused(Exception):
     """Admission will not take this call now. ``code`` is one of ``not_ready``,
-    ``draining``, ``capacity``, ``rate_limited``; each front door says so in its
-    own terms. ``retry_after`` is in seconds."""
+    ``draining``, ``capacity`` (the service's own state) or ``rate_limited``,
+    ``token_limit``, ``pending_limit``, ``tenant_limit`` (this caller's share:
+    ``caller_limit`` is true); each front door says so in its own terms.
+    ``retry_after`` is in seconds."""
+
+    CALLER_CODES = frozenset({"rate_limited", "token_limit", "pending_limit", "tenant_limit"})
 
     def __init__(self, code: str, reason: str, retry_after: int) -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
         self.retry_after = retry_after
+
+    @property
+    def caller_limit(self) -> bool:
+        return self.code in self.CALLER_CODES
 
 
 class BadRequest(ValueError):
@@ -151,7 +163,11 @@ class Port(Protocol):
         ...
 
     def closed(self, reason: str) -> None:
-        """The peer went away (or the transport failed): the session ends."""
+        """The peer went away (or the transport failed): the session ends.
+
+        ``HANGUP`` when the far end ended the call (BYE, stop, a clean close);
+        ``PEER_GONE`` when it vanished (a timeout, ICE or consent failure, a
+        reset); anything else is a transport fault, named."""
         ...
 
     def played(self, name: str) -> None:
