@@ -76,7 +76,7 @@ async def test_echo_comes_back_through_the_whole_pipeline(codec) -> None:  # typ
         if session.state is SessionState.ENDED:
             break
         await asyncio.sleep(0.02)
-    assert session.state is SessionState.ENDED and session.end_reason == "transport closed: peer hung up"
+    assert session.state is SessionState.ENDED and session.end_reason == "hangup"
     assert len(registry) == 0
     await runtime.stop()
 

@@ -24,7 +24,7 @@ from voxline.codecs import PCMU, Codec
 from voxline.media.clock import Clock, LoopClock
 from voxline.media.frames import Audio, Dtmf, EndOfStream, Frame, Interrupt, Mark, Payload
 
-from .base import Door, Port, Service, SinkMode, TransportTraits, WireMedia
+from .base import HANGUP, Door, Port, Service, SinkMode, TransportTraits, WireMedia
 
 __all__ = ["LoopbackTransport", "LoopbackPeer", "Received", "LoopbackDialer", "door"]
 
@@ -132,7 +132,7 @@ class LoopbackTransport:
     def send_dtmf(self, digits: str) -> None:
         self.peer.digits_received.extend(digits)
 
-    def hang_up(self, reason: str = "peer hung up") -> None:
+    def hang_up(self, reason: str = HANGUP) -> None:
         """The far end goes away."""
         if self.port is not None and not self.closed:
             self.port.closed(reason)

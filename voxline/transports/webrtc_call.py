@@ -21,8 +21,8 @@ from voxline.codecs import l16
 
 from voxline.media.frames import Frame
 
-from .base import BadRequest, Door, DoorRoute, Port, Service, SinkMode, TransportTraits, Unsupported, WireMedia
-from .webrtc import WebRTCConfig, WebRTCEndpoint
+from .base import HANGUP, PEER_GONE, BadRequest, Door, DoorRoute, Port, Service, SinkMode, TransportTraits, Unsupported, WireMedia
+from .webrtc import WebRTCConfig, WebRTCEndpoint, validate_offer
 
 __all__ = ["WebRTCTransport", "door", "offer", "OFFER_TIMEOUT"]
 
@@ -30,6 +30,16 @@ log = logging.getLogger(__name__)
 
 RATE = 48000  # what aiortc's Opus runs at: no second resampling
 OFFER_TIMEOUT = 15.0  # s to answer an offer (ICE gathering is local)
+
+# A browser-like offer, valid as it stands (the OpenAPI example: it gets a 201).
+EXAMPLE_OFFER = (
+    "v=0\r\no=- 4005620812 4005620812 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n"
+    "a=msid-semantic:WMS *\r\nm=audio 9 UDP/TLS/RTP/SAVPF 96 9 0 8\r\nc=IN IP4 0.0.0.0\r\na=sendrecv\r\n"
+    "a=mid:0\r\na=rtcp:9 IN IP4 0.0.0.0\r\na=rtcp-mux\r\na=rtpmap:96 opus/48000/2\r\na=rtpmap:9 G722/8000\r\n"
+    "a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=ice-ufrag:Vu7b\r\na=ice-pwd:JXoyghdmSG4zVWxgavfZ6v\r\n"
+    "a=fingerprint:sha-256 AF:8D:E3:EE:20:A3:C6:BA:2F:B8:6C:DD:B8:58:5D:1A:D8:E1:D0:C8:E9:FD:AC:85:62:4F:D8:63:"
+    "7A:26:9E:5C\r\na=setup:actpass\r\n"
+)
 
 
 class WebRTCTransport:
@@ -57,8 +67,10 @@ class WebRTCTransport:
             return
         if state == "connected":
             port.connected()
-        elif state in ("failed", "closed"):
-            port.closed(state)
+        elif state == "failed":  # ICE or DTLS failed, consent lost, or never connected
+            port.closed(PEER_GONE)
+        elif state == "closed":  # the browser closed its peer connection
+            port.closed(HANGUP)
 
     def send(self, frame: Frame) -> None:
         """Nothing to do: audio is pulled, and playout empties its hand-off on Interrupt."""
@@ -87,8 +99,7 @@ def _schemas(agents: tuple[str, ...]) -> dict[str, dict[str, Any]]:
                 "type": {"type": "string", "enum": ["offer"]},
                 "agent": {"type": "string", "enum": list(agents)},
             },
-            "examples": [{"sdp": "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n", "type": "offer",
-                          "agent": agents[0]}],
+            "examples": [{"sdp": EXAMPLE_OFFER, "type": "offer", "agent": agents[0]}],
         },
         "WebRtcAnswer": {
             "type": "object",
@@ -103,6 +114,10 @@ def _schemas(agents: tuple[str, ...]) -> dict[str, dict[str, Any]]:
 
 
 async def offer(request: Any, body: dict[str, Any], service: Service, identity: Any) -> tuple[int, dict[str, Any], dict[str, str]]:
+    try:  # before admission: a bad offer costs no rate token, no slot and no peer connection
+        validate_offer(body["sdp"], body.get("type"))
+    except ValueError as exc:
+        raise BadRequest("sdp", f"sdp: {exc}") from exc
     call = service.admit("webrtc", body.get("agent"), tenant=identity.tenant, key=identity.token_id)
     cfg = service.config
     transport = WebRTCTransport(WebRTCConfig(ice_hosts=tuple(cfg.ice_hosts), inbound_rate=RATE),
