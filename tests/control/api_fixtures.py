@@ -17,6 +17,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from voxline.config import ServiceConfig
 from voxline.control.app import STATE, create_app, mark_listening
 
+from voxline.transports.webrtc_call import EXAMPLE_OFFER
+
 from .fakes import ANSWER, FakeRuntime
 
 __all__ = [
@@ -32,7 +34,7 @@ __all__ = [
 ]
 
 STATIC_TOKEN = "static-token-0123456789"
-OFFER_SDP = "v=0\r\no=- 42 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
+OFFER_SDP = EXAMPLE_OFFER
 assert ANSWER
 
 
@@ -55,7 +57,7 @@ class Keys:
 
     def token(self, tenant: str = "acme", sub: str = "alice", ttl: float = 3600, **claims: Any) -> str:
         now = int(time.time())
-        body: dict[str, Any] = {"sub": sub, "tenant": tenant, "exp": now + ttl, "iat": now}
+        body: dict[str, Any] = {"sub": sub, "tenant": tenant, "exp": now + ttl, "iat": now, "aud": "voxline"}
         body.update(claims)
         return jwt.encode({k: v for k, v in body.items() if v is not None}, self.private, algorithm="EdDSA")
 

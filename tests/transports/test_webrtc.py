@@ -180,6 +180,10 @@ async def test_echo_through_a_pulled_playout_reaches_the_peer(no_leaked_tasks: N
     assert stats.frames_out > 0 and stats.malformed_out == 0
 
 
+_SECURE = "v=0\r\na=fingerprint:sha-256 " + ":".join(["AB"] * 32) + "\r\n"
+_ICE = "a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuv\r\n"
+
+
 @pytest.mark.parametrize(
     ("offer", "sdp_type", "message"),
     [
@@ -189,10 +193,16 @@ async def test_echo_through_a_pulled_playout_reaches_the_peer(no_leaked_tasks: N
         ("v=0\r\n" + "a=x\r\n" * 20000, "offer", "more than the 65536 allowed"),
         ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n", "offer", "no audio"),
         ("v=0\r\nm=audio 9 RTP/AVP 0\x00\r\n", "offer", "NUL"),
-        ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\n", "offer", "rejected"),
-        ("v=0\r\nm=audio x\r\n", "offer", "rejected"),
+        ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\n", "offer", "no a=fingerprint"),
+        (_SECURE + "m=audio 9 RTP/AVP 0\r\n", "offer", "lacks a=ice-ufrag"),
+        (_SECURE + _ICE + "m=audio x\r\n", "offer", "rejected"),
+        (_SECURE + _ICE + "m=audio 9 UDP/TLS/RTP/SAVPF 0\r\n" * 650, "offer", "650 m-lines, more than the 8"),
+        (_SECURE + _ICE + "m=audio 9 UDP/TLS/RTP/SAVPF 0\r\n"
+         + "a=candidate:1 1 udp 1 10.0.0.1 9 typ host\r\n" * 100, "offer", "100 ICE candidates"),
+        ("v=0\r\nm=audio 9 RTP/AVP 0\r\na=" + "x" * 5000 + "\r\n", "offer", "a line of 5002 characters"),
     ],
-    ids=["empty", "bytes", "answer", "huge", "video-only", "nul", "no-ice", "garbage"],
+    ids=["empty", "bytes", "answer", "huge", "video-only", "nul", "no-fingerprint", "no-ice", "garbage",
+         "650-m-lines", "100-candidates", "long-line"],
 )
 async def test_bad_offers_are_refused_with_a_reason(
     offer: object, sdp_type: str, message: str, no_leaked_tasks: None

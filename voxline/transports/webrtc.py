@@ -76,8 +76,19 @@ class WebRTCConfig:
         if (self.inbound_rate * self.frame_ms) % 1000 or (self.outbound_rate * self.frame_ms) % 1000:
             raise ValueError(f"a {self.frame_ms} ms frame must be a whole number of samples")
 
+MAX_MEDIA = 8  # m-lines: a browser sends audio, perhaps video and a data channel
+MAX_CANDIDATES = 64  # remote ICE candidates: each one adds pairs to check
+MAX_LINES = 1000
+MAX_LINE = 4096  # characters in one SDP line
+
+
 def validate_offer(sdp: object, sdp_type: object = "offer", max_bytes: int = 64 * 1024) -> str:
-    """Return ``sdp`` if it can be an SDP offer with audio; raise ValueError saying why not."""
+    """Return ``sdp`` if it can be an SDP offer with audio; raise ValueError saying why not.
+
+    Everything is checked here, in one pass over the text, before aiortc sees it:
+    aiortc builds a receiver and estimators per m-line and asserts on missing DTLS
+    parameters, so an offer with hundreds of m-lines stalls the event loop for
+    seconds and one without a fingerprint fails inside it."""
     if sdp_type != "offer":
         raise ValueError(f"WebRTC description type must be 'offer', got {sdp_type!r}")
     if not isinstance(sdp, str):
@@ -89,8 +100,35 @@ def validate_offer(sdp: object, sdp_type: object = "offer", max_bytes: int = 64 
         raise ValueError("WebRTC offer is not SDP: it does not start with 'v=0'")
     if "\x00" in sdp:
         raise ValueError("WebRTC offer contains a NUL character")
-    if not any(line.startswith("m=audio ") for line in sdp.splitlines()):
+    lines = sdp.splitlines()
+    if len(lines) > MAX_LINES:
+        raise ValueError(f"WebRTC offer has {len(lines)} lines, more than the {MAX_LINES} allowed")
+    media = audio = candidates = 0
+    fingerprint = ufrag = pwd = False
+    for line in lines:
+        if len(line) > MAX_LINE:
+            raise ValueError(f"WebRTC offer has a line of {len(line)} characters, more than {MAX_LINE}")
+        if line.startswith("m="):
+            media += 1
+            audio += line.startswith("m=audio ")
+        elif line.startswith("a=candidate:"):
+            candidates += 1
+        elif line.startswith("a=fingerprint:"):
+            fingerprint = True
+        elif line.startswith("a=ice-ufrag:"):
+            ufrag = True
+        elif line.startswith("a=ice-pwd:"):
+            pwd = True
+    if media > MAX_MEDIA:
+        raise ValueError(f"WebRTC offer has {media} m-lines, more than the {MAX_MEDIA} allowed")
+    if candidates > MAX_CANDIDATES:
+        raise ValueError(f"WebRTC offer has {candidates} ICE candidates, more than the {MAX_CANDIDATES} allowed")
+    if not audio:
         raise ValueError("WebRTC offer has no audio m-line")
+    if not fingerprint:
+        raise ValueError("WebRTC offer has no a=fingerprint: DTLS needs the peer's certificate fingerprint")
+    if not (ufrag and pwd):
+        raise ValueError("WebRTC offer lacks a=ice-ufrag or a=ice-pwd")
     return sdp
 
 
