@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import asyncio
 import base64
 import time
 
@@ -59,11 +60,19 @@ async def test_bad_static_token_is_401(make_client) -> None:
         ("hs256_confusion", "alg must be EdDSA"),
         ("revoked", "token revoked"),
         ("garbage", "malformed"),
+        ("no_aud", "aud"),
+        ("other_aud", "not for this service"),
+        ("forever", "lives longer than"),
+        ("forever_from_the_future", "not yet valid"),
+        ("default_tenant", "reserved for the static tokens"),
+        ("wrong_issuer", "issuer must be"),
     ],
 )
 async def test_bad_jwts_are_401(make_client, keys: Keys, case: str, message: str) -> None:
     now = int(time.time())
-    config = ServiceConfig(api_tokens=(STATIC_TOKEN,), jwt_public_key=keys.public_pem, jwt_revoked=("gone",))
+    issuer = "https://id.example" if case == "wrong_issuer" else ""
+    config = ServiceConfig(api_tokens=(STATIC_TOKEN,), jwt_public_key=keys.public_pem, jwt_revoked=("gone",),
+                           jwt_issuer=issuer)
     client = await make_client(config)
     claims = {"sub": "mallory", "tenant": "acme", "exp": now + 3600}
     token = {
@@ -77,11 +86,18 @@ async def test_bad_jwts_are_401(make_client, keys: Keys, case: str, message: str
         "hs256_confusion": lambda: _hs256(claims, keys.public_pem.encode()),
         "revoked": lambda: keys.token(jti="gone"),
         "garbage": lambda: "abc.def.ghi",
+        "no_aud": lambda: keys.token(aud=None),
+        "other_aud": lambda: keys.token(aud="another-service"),
+        "forever": lambda: keys.token(exp=10**18),
+        "forever_from_the_future": lambda: keys.token(exp=10**18, iat=10**18 - 60),
+        "default_tenant": lambda: keys.token(tenant="default"),
+        "wrong_issuer": lambda: keys.token(iss="https://elsewhere.example"),
     }[case]()
     status, body, headers = await _status(client, token)
     assert status == 401, body
     assert message in body["error"]["message"]
-    assert (await _status(client, keys.token(jti="fine")))[0] == 200  # the good token still works
+    good = keys.token(jti="fine", iss=issuer or None)
+    assert (await _status(client, good))[0] == 200  # the good token still works
 
 
 def _hs256(claims: dict, secret: bytes) -> str:
@@ -161,3 +177,36 @@ def test_token_bucket() -> None:
     limiter.take("c")
     assert len(limiter) == 2  # bounded: the least recently used bucket went
     assert RateLimiter(0, 1, clock).take("x") == 0.0  # rate 0: no limit
+
+
+async def _raw(port: int, request: bytes) -> bytes:
+    """Send ``request`` as bytes (no client library would send these headers) and read the reply."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(65536), 10)
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"Authorization: Bearer \xff\xfe\xfd",
+        b"Authorization: Bearer caf\xc3\xa9",  # UTF-8, but not the token alphabet
+        b"Authorization: Bearer a b",
+        b"Authorization: \xc0\xaf",
+        b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: voxline.v1, bearer.\xff\xfe",
+    ],
+    ids=["latin1-bytes", "utf8-outside-alphabet", "space", "overlong-utf8", "ws-subprotocol"],
+)
+async def test_tokens_that_are_not_the_token_alphabet_are_401_not_500(make_client, header: bytes) -> None:
+    client = await make_client()
+    port = client.server.port
+    assert port is not None
+    reply = await _raw(port, b"GET /v1/sessions HTTP/1.1\r\nHost: x\r\n" + header + b"\r\nConnection: close\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 401"), reply[:200]
+    assert b"malformed token" in reply or b"authorization must be" in reply
+    assert (await _status(client, STATIC_TOKEN))[0] == 200

@@ -7,7 +7,16 @@ against the configured Ed25519 public key: ``alg`` must be ``EdDSA`` (``none``,
 HS256 with the public key as a secret, and every other algorithm are refused
 before any verification), ``sub``, ``tenant`` and ``exp`` are required,
 ``nbf``/``iat`` are honoured with a small leeway, and a token whose ``jti`` is in
-``jwt_revoked`` is refused.
+``jwt_revoked`` is refused. A JWT is scoped to this service: ``aud`` must name
+``jwt_audience`` (and ``iss`` be ``jwt_issuer`` when one is set), it may live at
+most ``jwt_max_lifetime`` (``exp`` past ``iat``, or past now without ``iat``), and
+it cannot claim tenant ``default``, which belongs to the static tokens: a token
+minted elsewhere, one that never expires, or one that reads the static tokens'
+sessions is refused.
+
+A bearer token is the RFC 6750 ``b64token`` alphabet and at most 8 KiB; anything
+else (non-ASCII bytes, spaces, control characters) is refused as malformed before
+it is hashed or parsed.
 
 PyJWT rather than hand-rolled verification over ``cryptography``: the parsing of
 the compact form, base64url, the claim types and time checks are exactly where
@@ -23,6 +32,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
+import time
 from dataclasses import dataclass
 
 import jwt
@@ -39,6 +50,8 @@ DEFAULT_TENANT = "default"
 LEEWAY = 10.0  # seconds of clock skew allowed on exp/nbf/iat
 REQUIRED_CLAIMS = ("sub", "tenant", "exp")
 ALGORITHM = "EdDSA"
+MAX_TOKEN = 8192
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750 section 2.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +104,9 @@ class Authenticator:
         self._static = [(hashlib.sha256(t.encode()).digest(), _token_id(t)) for t in config.api_tokens if t]
         self._key = load_public_key(config.jwt_public_key) if config.jwt_public_key else None
         self._revoked = frozenset(config.jwt_revoked)
+        self._audience = config.jwt_audience or None
+        self._issuer = config.jwt_issuer or None
+        self._max_lifetime = config.jwt_max_lifetime
 
     @property
     def enabled(self) -> bool:
@@ -113,6 +129,8 @@ class Authenticator:
             return ANONYMOUS
         if not token:
             raise AuthError("missing bearer token", missing=True)
+        if len(token) > MAX_TOKEN or _B64TOKEN.fullmatch(token) is None:
+            raise AuthError("malformed token: a bearer token is at most 8 KiB of the RFC 6750 b64token alphabet")
         digest = hashlib.sha256(token.encode()).digest()
         found: str | None = None
         for known, token_id in self._static:
@@ -134,13 +152,16 @@ class Authenticator:
         # Checked before verification, and again by PyJWT's allow-list below.
         if header.get("alg") != ALGORITHM:
             raise AuthError(f"token alg must be {ALGORITHM}, got {header.get('alg')!r}")
+        required = list(REQUIRED_CLAIMS) + (["aud"] if self._audience else []) + (["iss"] if self._issuer else [])
         try:
             claims = jwt.decode(
                 token,
                 self._key,
                 algorithms=[ALGORITHM],
                 leeway=LEEWAY,
-                options={"require": list(REQUIRED_CLAIMS), "verify_aud": False},
+                audience=self._audience,
+                issuer=self._issuer,
+                options={"require": required, "verify_aud": self._audience is not None},
             )
         except jwt.ExpiredSignatureError as exc:
             raise AuthError("token expired") from exc
@@ -150,6 +171,10 @@ class Authenticator:
             raise AuthError(f"token lacks the {exc.claim} claim") from exc
         except jwt.InvalidSignatureError as exc:
             raise AuthError("token signature is invalid") from exc
+        except jwt.InvalidAudienceError as exc:
+            raise AuthError(f"token is not for this service (aud must be {self._audience!r})") from exc
+        except jwt.InvalidIssuerError as exc:
+            raise AuthError(f"token issuer must be {self._issuer!r}") from exc
         except jwt.InvalidTokenError as exc:
             raise AuthError(f"invalid token: {exc}") from exc
         sub, tenant, jti = claims.get("sub"), claims.get("tenant"), claims.get("jti")
@@ -157,6 +182,12 @@ class Authenticator:
             raise AuthError("token sub must be a non-empty string")
         if not isinstance(tenant, str) or not tenant:
             raise AuthError("token tenant must be a non-empty string")
+        if tenant == DEFAULT_TENANT:
+            raise AuthError(f"tenant {DEFAULT_TENANT!r} is reserved for the static tokens")
+        start = claims.get("iat")
+        start = start if isinstance(start, (int, float)) else time.time()
+        if claims["exp"] - start > self._max_lifetime + LEEWAY:
+            raise AuthError(f"token lives longer than the {self._max_lifetime:.0f} s allowed")
         if jti is not None and not isinstance(jti, str):
             raise AuthError("token jti must be a string")
         if jti is not None and jti in self._revoked:
