@@ -62,6 +62,11 @@ async def test_provider_counters_and_breaker_states_are_exported() -> None:
     assert sample(text, "voxline_provider_breaker_state", 'chain="llm",provider="fake-llm"') == 0.0
     dead = next(m for m in providers.stats()[1]["members"] if m["name"] == "dead-llm")
     assert dead["failures"] == 2 and dead["health"]["score"] < 70  # degraded: tried last
+    # The chain answered every time; its failing member shows in its own series.
+    assert sample(text, "voxline_provider_member_failures_total", 'chain="llm",provider="dead-llm"') == 2
+    assert sample(text, "voxline_provider_member_requests_total", 'chain="llm",provider="fake-llm"') == 3
+    assert sample(text, "voxline_provider_health", 'chain="llm",provider="dead-llm"') < 70
+    assert sample(text, "voxline_provider_health", 'chain="llm",provider="fake-llm"') >= 70
 
 
 async def test_an_open_breaker_shows_as_open() -> None:

@@ -9,6 +9,7 @@ shape, so a client never has to parse an HTML error page.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -18,6 +19,7 @@ from aiohttp import web
 
 __all__ = [
     "ApiError",
+    "ClientGone",
     "MAX_BODY",
     "error_body",
     "error_middleware",
@@ -31,6 +33,8 @@ log = logging.getLogger(__name__)
 # body; its own limit (64 KiB, see openapi.SDP_MAX) sits below this one so that a
 # JSON-escaped offer at the SDP limit still fits and the two limits are told apart.
 MAX_BODY = 128 * 1024
+BODY_TIMEOUT = 10.0  # s for a request body to arrive (config: http_body_timeout)
+CLIENT_GONE = 499  # the status counted (never sent) when the client left mid-request
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -52,6 +56,10 @@ class ApiError(Exception):
         self.message = message
         self.field = field
         self.headers = dict(headers or {})
+
+
+class ClientGone(Exception):
+    """The client closed its connection before the request was read: not a server error."""
 
 
 def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
@@ -88,7 +96,16 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ApiError as err:
-        return _error_response(err)
+        response = _error_response(err)
+        if err.status in (401, 408):
+            response.force_close()  # an unauthenticated or stalled client keeps no connection open
+        return response
+    except (ClientGone, ConnectionError) as exc:
+        # Nobody to answer; counted as 499 by the metrics, logged for debugging only.
+        log.debug("%s %s: the client went away (%s)", request.method, request.path, exc)
+        response = web.Response(status=CLIENT_GONE)
+        response.force_close()
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise  # redirects and the like pass through
@@ -106,16 +123,23 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return json_response(error_body("internal", "internal server error"), 500)
 
 
-async def read_json(request: web.Request) -> dict[str, Any]:
-    """The request body as a JSON object, or ApiError 400/413/415."""
+async def read_json(request: web.Request, timeout: float = BODY_TIMEOUT) -> dict[str, Any]:
+    """The request body as a JSON object, or ApiError 400/408/413/415; ClientGone if
+    the client left before sending it."""
     ctype = request.content_type
     if ctype not in ("application/json", "application/octet-stream", ""):
         # octet-stream/absent: aiohttp's default when a client sends no Content-Type.
         raise ApiError(415, "unsupported_media_type", f"expected application/json, got {ctype}")
     try:
-        raw = await request.read()  # aiohttp enforces client_max_size (MAX_BODY) here
+        async with asyncio.timeout(timeout):
+            raw = await request.read()  # aiohttp enforces client_max_size (MAX_BODY) here
     except web.HTTPRequestEntityTooLarge as exc:
         raise ApiError(413, "body_too_large", f"request body larger than {MAX_BODY} bytes") from exc
+    except TimeoutError as exc:
+        err = ApiError(408, "body_timeout", f"the request body did not arrive within {timeout:g} s")
+        raise err from exc
+    except ConnectionError as exc:
+        raise ClientGone(str(exc) or type(exc).__name__) from exc
     if not raw:
         raise ApiError(400, "invalid_json", "request body is empty; expected a JSON object")
     try:

@@ -107,18 +107,35 @@ def _provider_families(rows: list[dict[str, Any]]) -> Iterator[Metric]:
     breaker = GaugeMetricFamily("voxline_provider_breaker_state",
                                 "Circuit breaker per fallback member: 0 closed, 0.5 half-open, 1 open",
                                 labels=["chain", "provider"])
+    # A chain's own row counts the requests it answered: while a fallback member
+    # answers, the chain succeeds though its first member fails every time. Each
+    # member's requests, failures and health are exported too, so that shows.
+    m_req = CounterMetricFamily("voxline_provider_member_requests", "Requests per fallback-chain member",
+                                labels=["chain", "provider"])
+    m_fail = CounterMetricFamily("voxline_provider_member_failures",
+                                 "Failed requests (timeouts included) per fallback-chain member",
+                                 labels=["chain", "provider"])
+    m_health = GaugeMetricFamily("voxline_provider_health",
+                                 "Health score per fallback-chain member, 0-100 (below 70 it is tried last)",
+                                 labels=["chain", "provider"])
     for row in rows[:MAX_PROVIDERS]:
         labels = [str(row["provider"]), str(row["kind"])]
         req.add_metric(labels, row["requests"])
         fail.add_metric(labels, row["failures"])
         first_s.add_metric(labels, row["first_result_seconds"])
         first_n.add_metric(labels, row["first_result_count"])
-        for member in row.get("members", ()):
+        for member in list(row.get("members", ()))[:MAX_PROVIDERS]:
+            key = [str(row["provider"]), str(member.get("name"))]
             state = member.get("breaker", {})
             state = state.get("state") if isinstance(state, dict) else state
-            breaker.add_metric([str(row["provider"]), str(member.get("name"))],
-                               BREAKER_VALUE.get(str(state), 1.0))
-    yield from (req, fail, first_s, first_n, breaker)
+            breaker.add_metric(key, BREAKER_VALUE.get(str(state), 1.0))
+            m_req.add_metric(key, float(member.get("requests", 0)))
+            m_fail.add_metric(key, float(member.get("failures", 0)))
+            health = member.get("health", {})
+            score = health.get("score") if isinstance(health, dict) else health
+            if isinstance(score, (int, float)):
+                m_health.add_metric(key, float(score))
+    yield from (req, fail, first_s, first_n, breaker, m_req, m_fail, m_health)
 
 
 class _ScrapeCollector(Collector):
@@ -229,6 +246,13 @@ class Metrics:
         )
         self.provider_errors = Counter(
             "voxline_provider_errors", "Provider failures reported by agents", ["provider"], registry=r
+        )
+        self.http_malformed = Counter(
+            "voxline_http_malformed_requests", "Requests aiohttp could not parse (answered 400, not logged)",
+            registry=r,
+        )
+        self.connections_refused = Counter(
+            "voxline_http_connections_refused", "Connections answered 503 at max_connections", registry=r
         )
         self.event_drops = Counter(
             "voxline_event_stream_dropped", "Session events a slow WebSocket client lost", registry=r

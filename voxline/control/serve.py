@@ -24,7 +24,8 @@ from aiohttp import web
 
 from voxline.config import ConfigError, ServiceConfig
 
-from .app import SESSIONS, STATE, RuntimeFactory, create_app, mark_listening
+from .app import METRICS, SESSIONS, STATE, RuntimeFactory, create_app, mark_listening
+from .connections import CappedSite, fit_descriptors
 
 __all__ = ["serve", "run", "check_exposure", "is_loopback"]
 
@@ -79,7 +80,10 @@ async def serve(
 
     for sig in signals:
         loop.add_signal_handler(sig, on_signal, sig)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT)
+    # keepalive_timeout: a connection with no request in progress (idle, or its head
+    # still arriving) is closed after http_idle_timeout; see connections.py.
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT,
+                           keepalive_timeout=config.http_idle_timeout)
     code = 0
     try:
         try:
@@ -90,7 +94,9 @@ async def serve(
             log.exception("startup failed")
             return 1
         try:
-            site = web.TCPSite(runner, config.host, config.http_port)
+            limit = fit_descriptors(config.max_connections, config.max_sessions)
+            site = CappedSite(runner, config.host, config.http_port, limit=limit,
+                              on_refused=app[METRICS].connections_refused.inc)
             await site.start()
         except OSError as exc:
             log.error("cannot listen on %s:%s: %s", config.host, config.http_port, exc)
