@@ -8,8 +8,12 @@ from collections.abc import Iterator
 
 import orjson
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
 from voxline.config import ConfigError, ServiceConfig
+from voxline.control.app import STATE, create_app, mark_listening
+from voxline.control.runtime import Runtime
+from voxline.transports.webrtc_call import EXAMPLE_OFFER
 from voxline.control.logs import JsonFormatter, TextFormatter, configure_logging
 from voxline.control.session import SessionRegistry, SessionState
 
@@ -101,3 +105,30 @@ def test_configure_logging_replaces_handlers_and_checks_its_settings(restore_roo
         configure_logging(ServiceConfig(log_format="xml"))
     with pytest.raises(ConfigError, match="log_level"):
         configure_logging(ServiceConfig(log_level="LOUD"))
+
+
+class _EchoRuntime(Runtime):
+    agents = ("echo",)
+
+
+async def test_the_webrtc_libraries_lines_carry_the_session_id(restore_root) -> None:
+    # aiortc and aioice know nothing of sessions; their lines are the ones that
+    # matter when a call's ICE fails, and must be selectable by session_id.
+    stream = io.StringIO()
+    config = ServiceConfig(agent="echo", vad="webrtc", ice_hosts=("127.0.0.1",), log_level="DEBUG")
+    configure_logging(config, stream)
+    app = create_app(config, _EchoRuntime)
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        await app[STATE].start_task
+        mark_listening(app)
+        resp = await client.post("/v1/webrtc/offer", json={"sdp": EXAMPLE_OFFER, "type": "offer"})
+        assert resp.status == 201
+        sid = (await resp.json())["session_id"]
+        assert (await client.delete(f"/v1/sessions/{sid}")).status == 204
+    finally:
+        await client.close()
+    theirs = [x for x in lines(stream) if x["logger"].startswith(("aioice", "aiortc"))]
+    assert len(theirs) >= 5 and any("connection_lost" in x["message"] for x in theirs)
+    assert {x.get("session_id") for x in theirs} == {sid}

@@ -27,6 +27,7 @@ from voxline.transports.base import BadRequest, Door, DoorRoute, Refused, Transp
 
 from .admission import Admission, capacity_error
 from .errors import ApiError, json_response, read_json
+from .logs import bind_session
 from .openapi import Reply, Route, validate
 from .session import Session
 
@@ -59,6 +60,7 @@ class CallService:
         return self.admission.admit(transport, kind, tenant=tenant, key=key)
 
     async def open(self, call: Any, transport: Transport) -> None:
+        bind_session(call.id)  # the transport's libraries log from tasks started here on
         try:
             await self._runtime().open(call, transport)
         except Exception as exc:

@@ -5,10 +5,15 @@ Context arrives as record attributes: a ``LoggerAdapter`` with
 call site. Every such non-standard attribute is written to the JSON line, so a
 log pipeline can select one call's lines by ``session_id``, one turn's by
 ``turn_id``.
+
+Libraries know nothing of sessions (aiortc, aioice): ``bind_session`` puts the
+session id in a context variable when a call is opened, and the tasks those
+libraries start for the call inherit it, so their lines carry it too.
 """
 
 from __future__ import annotations
 
+import contextvars
 import datetime
 import logging
 import sys
@@ -18,15 +23,27 @@ import orjson
 
 from voxline.config import ConfigError, ServiceConfig
 
-__all__ = ["JsonFormatter", "TextFormatter", "configure_logging", "CONTEXT_KEYS"]
+__all__ = ["JsonFormatter", "TextFormatter", "configure_logging", "bind_session", "CONTEXT_KEYS"]
 
 CONTEXT_KEYS = ("session_id", "turn_id")  # first after the fixed fields, in this order
 # Attributes every LogRecord has; anything else on a record came from ``extra``.
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "taskName"}
 
 
+_SESSION: contextvars.ContextVar[str | None] = contextvars.ContextVar("voxline_session_id", default=None)
+
+
+def bind_session(session_id: str) -> None:
+    """This task's lines, and those of every task it starts from now on, name ``session_id``."""
+    _SESSION.set(session_id)
+
+
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
     out = {k: record.__dict__[k] for k in CONTEXT_KEYS if record.__dict__.get(k) is not None}
+    if "session_id" not in out:
+        bound = _SESSION.get()
+        if bound is not None:
+            out = {"session_id": bound, **out}
     for key, value in record.__dict__.items():
         if key not in _STANDARD and key not in out and not key.startswith("_") and value is not None:
             out[key] = value

@@ -34,6 +34,7 @@ from voxline.media.pipeline import Pipeline
 from voxline.transports.base import Refused
 
 from .events import EventBus
+from .logs import bind_session
 
 __all__ = ["SessionState", "Session", "SessionRegistry", "Refused", "Endpoint", "AgentLike", "Caps"]
 
@@ -128,6 +129,7 @@ class Session:
         whose close that refusal caused."""
         if self.state is SessionState.ENDED:
             return
+        bind_session(self.id)  # what the transport's libraries log while closing names the call
         ending = self._ending
         if ending is not None and not ending.done() and ending is not asyncio.current_task():
             if self._weak_end:
