@@ -3,6 +3,7 @@ with scripted providers, and a caller who speaks, pauses and stops."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -79,6 +80,7 @@ async def make_call(
     endpointing: dict[State, object] | None = None,
     preemptive: bool = True,
     whole: bool = False,
+    llm_chain: Callable[[FakeClock, FakeLLM], object] | None = None,
 ) -> Call:
     clock = FakeClock()
     stt = FakeSTT(clock, script, whole=whole)
@@ -88,7 +90,7 @@ async def make_call(
     playout = Playout(RATE, capacity=400)
     events: list[AgentEvent] = []
     agent = Assistant(
-        stt, llm, tts, fallback_tts=offline,
+        stt, llm if llm_chain is None else llm_chain(clock, llm), tts, fallback_tts=offline,  # type: ignore[arg-type]
         config=AssistantConfig(greeting=greeting, preemptive=preemptive), observer=events.append,
         endpointing=endpointing,  # type: ignore[arg-type]
     )

@@ -8,14 +8,15 @@ import numpy as np
 from voxline.agent.assistant import AgentEvent
 from voxline.agent.simple import Echo, Transcribe
 from voxline.agent.turns import State
-from voxline.media.clock import FakeClock
+from voxline.media.clock import Clock, FakeClock
+from voxline.providers.resilience import FallbackLLM
 from voxline.media.feedback import Endpointing
 from voxline.media.frames import Audio, Frame, SpeechEnded, SpeechPaused, SpeechStarted
 from voxline.media.pipeline import Pipeline
 from voxline.media.playout import Playout
 
 from .calls import RATE, make_call
-from .fakes import FakeSTT
+from .fakes import FakeLLM, FakeSTT
 
 
 async def test_a_whole_turn_listen_think_speak_listen() -> None:
@@ -211,6 +212,72 @@ async def test_llm_failure_costs_one_turn_and_the_call_goes_on() -> None:
     await call.speak(2, 0.5)
     await call.clock.advance(3.0)
     assert call.samples_of(2) == 7 * 4000
+    await call.pipe.stop()
+
+
+class BreaksOff(FakeLLM):
+    """Streams the first words of an answer, then its connection drops."""
+
+    name = "breaks-off"
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(clock, "The capital of France is lovely. And its name is")
+        self.fail_at = 7  # "The capital of France is lovely." is spoken, "And" is not
+
+
+async def test_an_answer_broken_off_midway_is_owned_up_to_and_given_again_in_full() -> None:
+    breaking: list[BreaksOff] = []
+
+    def chain(clock: Clock, good: FakeLLM) -> FallbackLLM:
+        breaking.append(BreaksOff(clock))
+        return FallbackLLM([breaking[0], good], clock=clock)
+
+    call = await make_call(script=("what is the capital of france",), reply="Paris is the capital of France.",
+                           llm_chain=chain)
+    await call.speak(1, 0.5)
+    await call.clock.advance(10.0)
+    said = call.tts.texts
+    # The caller heard the start of the first model's answer, then the repair, then
+    # the whole answer from the fallback (never the second half spliced onto the first).
+    assert said[0] == "The capital of France is lovely."
+    assert call.agent.config.repair in said
+    assert said[-1] == "Paris is the capital of France."
+    assert said.index(call.agent.config.repair) < len(said) - 1
+    assert call.offline.texts == []  # answered: no apology
+    assert any(e.kind == "error" for e in call.events)
+    assert len(call.llm.calls) == 1 and len(breaking[0].calls) == 1
+    final = [e for e in call.events if e.kind == "transcript" and e.data.get("who") == "agent" and e.turn == 1]
+    assert final and final[-1].data["text"].endswith("Paris is the capital of France.")
+    assert call.agent.state is State.LISTENING
+    await call.pipe.stop()
+
+
+async def test_an_answer_broken_off_before_a_word_was_voiced_is_simply_answered() -> None:
+    def chain(clock: Clock, good: FakeLLM) -> FallbackLLM:
+        early = BreaksOff(clock)
+        early.fail_at = 3  # "The capital of": no sentence, nothing voiced
+        return FallbackLLM([early, good], clock=clock)
+
+    call = await make_call(script=("what is the capital of france",), reply="Paris is the capital of France.",
+                           llm_chain=chain)
+    await call.speak(1, 0.5)
+    await call.clock.advance(10.0)
+    assert call.tts.texts == ["Paris is the capital of France."]
+    assert call.offline.texts == []
+    await call.pipe.stop()
+
+
+async def test_when_the_repair_fails_too_the_caller_hears_the_apology() -> None:
+    def chain(clock: Clock, good: FakeLLM) -> FallbackLLM:
+        good.fail_at = 0
+        return FallbackLLM([BreaksOff(clock), good], clock=clock)
+
+    call = await make_call(script=("what is the capital of france",), llm_chain=chain)
+    await call.speak(1, 0.5)
+    await call.clock.advance(10.0)
+    assert call.agent.config.repair in call.tts.texts
+    assert call.offline.texts == [call.agent.config.apology]
+    assert call.agent.state is State.LISTENING
     await call.pipe.stop()
 
 

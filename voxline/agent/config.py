@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from voxline.providers.base import Deadlines
 
-from .prompts import APOLOGY, GREETING, SYSTEM_PROMPT
+from .prompts import APOLOGY, GREETING, REPAIR, SYSTEM_PROMPT
 
 __all__ = ["AssistantConfig"]
 
@@ -16,6 +16,10 @@ class AssistantConfig:
     system_prompt: str = SYSTEM_PROMPT
     greeting: str | None = GREETING
     apology: str = APOLOGY
+    # An answer the LLM broke off mid-stream is owned up to (this) and given
+    # again in full, from whichever model the fallback chain now prefers; None:
+    # the apology only.
+    repair: str | None = REPAIR
     max_context_tokens: int = 1024
     barge_in_confirm: float = 0.6  # seconds of caller speech that make a pause an interruption
     preroll: float = 0.3  # audio before the VAD's onset that goes to the recogniser

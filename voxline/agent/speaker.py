@@ -15,6 +15,9 @@ the whole lifecycle of a reply:
   as it assumed, its held audio plays at once; discarded unheard otherwise;
 - **pause, resume**: caller speech over the reply stops playout (the pipeline's
   interrupt) and holds new audio; a resume replays from the playout position;
+- **repair**: an answer the LLM breaks off mid-stream (``StreamInterrupted``) is
+  owned up to ("Sorry, I lost my words there...") and given again in full by
+  whichever model the fallback chain now prefers; an apology if that fails too;
 - **cancel**: the LLM and TTS stop, and the context keeps only what the caller
   heard (``ctx.feedback.heard``: the egress's playout position);
 - **played**: the reply's end mark reached the caller: the context keeps it all.
@@ -38,6 +41,7 @@ import numpy as np
 from voxline.media.frames import Audio, Frame, Mark
 from voxline.media.stage import Emit, StageContext
 from voxline.providers.base import PCM, LanguageModel, Message, ProviderError, TextToSpeech
+from voxline.providers.resilience import StreamInterrupted
 
 from .actions import Audible, Failed, Perform
 from .config import AssistantConfig
@@ -251,22 +255,50 @@ class Speaker:
     # -- voice ---------------------------------------------------------------
 
     async def _answer(self, reply: Reply, messages: list[Message]) -> None:
-        queue: asyncio.Queue[str | None] = asyncio.Queue(SENTENCE_QUEUE)
         produced: list[str] = []
         try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._generate(reply, messages, queue, produced))
-                tg.create_task(self._voice(reply, queue, self.tts))
+            await self._write_and_voice(reply, messages, produced)
         except* (ProviderError, TimeoutError, OSError) as group:
             exc = group.exceptions[0]
             self._perform(Failed("llm" if "llm" in str(exc).lower() else "reply", "reply", reply.turn, exc))
-            await self._apologise(reply)
+            if not (isinstance(exc, StreamInterrupted) and await self._repair(reply, messages, produced)):
+                await self._apologise(reply)
         reply.full = "".join(produced).strip()
         reply.done = True
         if self._reply is reply:
             self._perform(AgentEvent("transcript", reply.turn, {"text": reply.full, "final": True, "who": "agent"}))
         if not reply.hold:
             await self._emit_frame(Mark(REPLY_END, self._now(), reply.turn))
+
+    async def _write_and_voice(self, reply: Reply, messages: list[Message], produced: list[str]) -> None:
+        queue: asyncio.Queue[str | None] = asyncio.Queue(SENTENCE_QUEUE)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._generate(reply, messages, queue, produced))
+            tg.create_task(self._voice(reply, queue, self.tts))
+
+    async def _repair(self, reply: Reply, messages: list[Message], produced: list[str]) -> bool:
+        """The answer broke off after the caller heard its start: say so, and give
+        the whole answer again (the chain now prefers a healthy model; answers of
+        two models are never spliced). True if the turn was answered."""
+        repair = self.config.repair
+        if repair is None:
+            return False
+        voiced = reply.samples > 0  # nothing voiced yet: nothing to own up to, only answer
+        if voiced:
+            produced.append(" … " + repair + " ")
+        else:
+            produced.clear()
+        again: list[str] = []
+        failed = False
+        try:
+            if voiced:
+                await self._speak(reply, repair, self.tts)
+            await self._write_and_voice(reply, messages, again)
+        except* (ProviderError, TimeoutError, OSError) as group:
+            self._perform(Failed("llm", "reply", reply.turn, group.exceptions[0]))
+            failed = True
+        produced.extend(again)
+        return not failed and bool("".join(again).strip())
 
     async def _apologise(self, reply: Reply) -> None:
         try:
