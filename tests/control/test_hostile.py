@@ -26,6 +26,7 @@ from voxline.transports.webrtc_call import EXAMPLE_OFFER
 from .api_fixtures import STATIC_TOKEN, Keys, bearer, keys  # noqa: F401  (fixture)
 
 DEADLINE = 20.0  # s: how long something that must happen may take on a loaded machine
+MODEL_DEADLINE = 120.0  # s: loading a model, or synthesising with it, on a loaded machine
 
 
 class EchoRuntime(Runtime):
@@ -39,17 +40,18 @@ def _free_port() -> int:
 
 
 class Service:
-    def __init__(self, config: ServiceConfig) -> None:
+    def __init__(self, config: ServiceConfig, factory: Any = EchoRuntime) -> None:
         self.config = config
+        self.factory = factory
         self.url = f"http://127.0.0.1:{config.http_port}"
         self.stop = asyncio.Event()
         self.task: asyncio.Task[int] | None = None
         self.http: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Service:
-        self.task = asyncio.create_task(serve(self.config, EchoRuntime, self.stop))
+        self.task = asyncio.create_task(serve(self.config, self.factory, self.stop))
         self.http = aiohttp.ClientSession()
-        async with asyncio.timeout(DEADLINE):
+        async with asyncio.timeout(MODEL_DEADLINE):
             while True:
                 assert not self.task.done(), "serve exited"
                 with contextlib.suppress(aiohttp.ClientError):
@@ -274,3 +276,77 @@ async def test_no_task_exception_goes_unretrieved(errors: list[logging.LogRecord
         loop.set_exception_handler(previous)
     assert not unhandled, [str(c.get("message")) + repr(c.get("exception")) for c in unhandled]
     assert not errors, [r.getMessage() for r in errors]
+
+
+class Recording:
+    """A TTS that notes each text it is asked to synthesise (here: real Piper)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.texts: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def synthesize(self, text: str, deadlines: Any = None) -> Any:
+        self.texts.append(text)
+        return self.inner.synthesize(text, deadlines)
+
+
+async def test_a_long_say_is_voiced_in_bounded_pieces_and_interrupt_stops_them() -> None:
+    from voxline.media.clock import LoopClock
+    from voxline.providers.chunked import ChunkedTTS
+    from voxline.providers.factory import Providers
+    from voxline.providers.tts.espeak import EspeakTTS
+    from voxline.providers.tts.piper import PiperConfig, PiperTTS
+
+    from ..agent.fakes import FakeLLM, FakeSTT
+    from ..transports.probe import SignalTrack, probe_signal
+    from ..transports.test_webrtc import loopback_client
+
+    piper = Recording(PiperTTS(PiperConfig()))
+
+    class SayRuntime(Runtime):
+        agents = ("assistant",)
+
+        def __init__(self, config: ServiceConfig, registry: Any, observer: Any = None) -> None:
+            clock = LoopClock()
+            providers = Providers(FakeSTT(clock), FakeLLM(clock, "fine"), ChunkedTTS(piper, 250),  # type: ignore[arg-type]
+                                  ChunkedTTS(EspeakTTS(), 250))
+            super().__init__(config, registry, observer, providers=providers)
+
+    config = _config(agent="assistant", greet=False)
+    words = "the quick brown fox jumps over the lazy dog and then it runs away, far into the hills "
+    text = (words * 60)[:4096]
+    async with Service(config, SayRuntime) as svc:
+        assert svc.http is not None
+        client = await loopback_client(SignalTrack(probe_signal(48000) * 0))  # a silent caller
+        try:
+            status, created = await svc.offer(STATIC_TOKEN, client.localDescription.sdp)
+            assert status == 201
+            sid = created["session_id"]
+            from aiortc import RTCSessionDescription
+
+            await client.setRemoteDescription(RTCSessionDescription(created["sdp"], "answer"))
+            async with asyncio.timeout(DEADLINE):
+                while True:
+                    async with svc.http.get(f"{svc.url}/v1/sessions/{sid}", headers=bearer(STATIC_TOKEN)) as r:
+                        if (await r.json())["state"] == "active":
+                            break
+                    await asyncio.sleep(0.1)
+            async with svc.http.post(f"{svc.url}/v1/sessions/{sid}/say", json={"text": text},
+                                     headers=bearer(STATIC_TOKEN)) as r:
+                assert r.status == 202
+            async with asyncio.timeout(MODEL_DEADLINE):
+                while len(piper.texts) < 2:
+                    await asyncio.sleep(0.05)
+            async with svc.http.post(f"{svc.url}/v1/sessions/{sid}/interrupt", headers=bearer(STATIC_TOKEN)) as r:
+                assert r.status == 202
+            started = len(piper.texts)
+            await asyncio.sleep(3.0)  # a piece would start well within this if synthesis went on
+            assert len(piper.texts) == started, "synthesis went on after the interrupt"
+        finally:
+            await client.close()
+    assert started < len(text) // 250  # far from all of it was synthesised
+    assert all(0 < len(piece) <= 250 for piece in piper.texts)
+    assert " ".join(piper.texts).split() == text.split()[: len(" ".join(piper.texts).split())]
