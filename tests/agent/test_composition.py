@@ -191,3 +191,36 @@ async def test_the_speaker_voices_a_text_and_knows_its_own_end_mark() -> None:
     assert speaker.conversation.history() == [{"role": "assistant", "content": "one two"}]
     assert not speaker.played(end)  # once
     await tasks.close()
+
+
+async def test_a_failed_task_is_logged_and_never_left_unretrieved(caplog: pytest.LogCaptureFixture) -> None:
+    import gc
+    import logging
+
+    from voxline.agent.tasks import TaskSet
+    from voxline.media.link import LinkClosed
+
+    loop = asyncio.get_running_loop()
+    unretrieved: list[dict[str, object]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, ctx: unretrieved.append(ctx))
+
+    async def fails(exc: Exception) -> None:
+        raise exc
+
+    try:
+        tasks = TaskSet("test")
+        closing = tasks.spawn(fails(LinkClosed("link playout is closed")), "reply-1")  # the pipeline stopped
+        broken = tasks.spawn(fails(ValueError("a bug")), "reply-2")
+        with caplog.at_level(logging.DEBUG, "voxline.agent.tasks"):
+            await asyncio.wait([closing, broken])
+            await asyncio.sleep(0)
+        del closing, broken
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(previous)
+    assert not unretrieved, unretrieved
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in errors] == ["test:reply-2 failed"]
+    assert len(tasks) == 0
