@@ -25,12 +25,15 @@ from aiohttp import web
 from voxline.config import ConfigError, ServiceConfig
 
 from .app import METRICS, SESSIONS, STATE, RuntimeFactory, create_app, mark_listening
+from voxline.providers.executor import trim_memory
+
 from .connections import CappedSite, fit_descriptors
 
 __all__ = ["serve", "run", "check_exposure", "is_loopback"]
 
 log = logging.getLogger(__name__)
 
+TRIM_PERIOD = 30.0  # s between returns of freed heap to the system (see providers/executor.py)
 SHUTDOWN_TIMEOUT = 10.0  # s for in-flight HTTP requests once the sessions are gone
 CLEANUP_TIMEOUT = 30.0  # s for the whole server and runtime teardown
 
@@ -106,8 +109,12 @@ async def serve(
         log.info("voxline listening: open %s in a browser (agent %s)", _url(config.host, port), config.agent)
         if not config.auth_enabled:
             log.warning("auth is off: no API tokens configured; serving on loopback %s only", config.host)
-        code = await _until_stopped(app, stop)
-        await _drain(app, config.drain_timeout, hurry)
+        trimming = asyncio.create_task(_trim_now_and_then(), name="trim-memory")
+        try:
+            code = await _until_stopped(app, stop)
+            await _drain(app, config.drain_timeout, hurry)
+        finally:
+            trimming.cancel()
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
@@ -118,6 +125,17 @@ async def serve(
             code = code or 1
     log.info("voxline stopped")
     return code
+
+
+async def _trim_now_and_then() -> None:
+    """Memory freed after a burst (calls ended, a flood of connections gone) goes
+    back to the system within ``TRIM_PERIOD``, not never."""
+    while True:
+        await asyncio.sleep(TRIM_PERIOD)
+        try:
+            await asyncio.to_thread(trim_memory)
+        except Exception:
+            log.exception("returning memory to the system failed")
 
 
 async def _until_stopped(app: web.Application, stop: asyncio.Event) -> int:
