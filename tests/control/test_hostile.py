@@ -350,3 +350,24 @@ async def test_a_long_say_is_voiced_in_bounded_pieces_and_interrupt_stops_them()
     assert started < len(text) // 250  # far from all of it was synthesised
     assert all(0 < len(piece) <= 250 for piece in piper.texts)
     assert " ".join(piper.texts).split() == text.split()[: len(" ".join(piper.texts).split())]
+
+
+async def test_an_events_client_that_vanishes_is_not_an_error(errors: list[logging.LogRecord]) -> None:
+    config = _config()
+    async with Service(config) as svc:
+        assert svc.http is not None
+        status, created = await svc.offer(STATIC_TOKEN)
+        assert status == 201
+        sid = created["session_id"]
+        for _ in range(3):
+            ws = await svc.http.ws_connect(f"{svc.url}/v1/sessions/{sid}/events", protocols=("voxline.v1",),
+                                           headers=bearer(STATIC_TOKEN))
+            await ws.receive(timeout=DEADLINE)  # the history: the stream is live
+            transport = ws._response.connection.transport  # type: ignore[union-attr]
+            assert transport is not None
+            transport.abort()  # gone without a close frame
+        async with svc.http.delete(f"{svc.url}/v1/sessions/{sid}", headers=bearer(STATIC_TOKEN)) as resp:
+            assert resp.status == 204  # its events go to clients that are no longer there
+        await asyncio.sleep(0.5)
+        assert await svc.healthy()
+    assert not errors, [r.getMessage() for r in errors]

@@ -6,7 +6,10 @@ for ``keepalive_timeout`` — from the moment it opens as well as between reques
 and whether nothing arrives or a request head trickles in a byte at a time (its
 timer is reset only when a whole request has been handled). voxline passes
 ``http_idle_timeout`` as that value (its default is an hour): an idle or
-slowloris connection holds its descriptor for seconds, not forever.
+slowloris connection holds its descriptor for seconds, not forever. (A client
+flooding connects may see a few "connections" that are never closed: those whose
+handshake overflowed the listen backlog, which the kernel never completed; they
+hold nothing here.)
 
 The cap: aiohttp accepts every connection. ``capped`` wraps the server's protocol
 factory; past ``max_connections`` open at once a new connection is answered 503
@@ -48,8 +51,8 @@ class _Refuse(asyncio.Protocol):
     """Answers one connection with the 503 and closes it; reads nothing."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        transport.write(REFUSAL)
+        # uvloop's transports are not asyncio.Transport subclasses; both have write.
+        transport.write(REFUSAL)  # type: ignore[attr-defined]
         transport.close()
 
 
