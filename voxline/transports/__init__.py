@@ -12,4 +12,5 @@ DOORS: dict[str, str] = {
     "webrtc": "voxline.transports.webrtc_call:door",
     "loopback": "voxline.transports.loopback:door",
     "raw": "voxline.transports.streams.raw:door",
+    "twilio": "voxline.transports.streams.twilio:door",
 }
