@@ -123,6 +123,8 @@ class ServiceConfig:
     greet: bool = True  # speak a greeting when a call starts
     providers: ProvidersConfig = field(default_factory=ProvidersConfig)
     streams: StreamsConfig = field(default_factory=StreamsConfig)
+    audiosocket_host: str = "127.0.0.1"  # AudioSocket carries no credentials: keep it on a trusted network
+    audiosocket_port: int = 9092  # -1: no AudioSocket listener
 
     @property
     def auth_enabled(self) -> bool:

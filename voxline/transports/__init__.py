@@ -13,4 +13,5 @@ DOORS: dict[str, str] = {
     "loopback": "voxline.transports.loopback:door",
     "raw": "voxline.transports.streams.raw:door",
     "twilio": "voxline.transports.streams.twilio:door",
+    "audiosocket": "voxline.transports.audiosocket.server:door",
 }

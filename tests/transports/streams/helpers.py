@@ -32,7 +32,7 @@ FRAME = 0.02
 
 def config(**streams: Any) -> ServiceConfig:
     limits = {"start_timeout": 1.0, "idle_timeout": 3.0, "max_faults": 3, **streams}
-    return ServiceConfig(agent="echo", vad="webrtc", api_tokens=(TOKEN,), max_sessions=4,
+    return ServiceConfig(agent="echo", vad="webrtc", api_tokens=(TOKEN,), max_sessions=4, audiosocket_port=-1,
                          sessions_per_minute=6000, session_burst=100, streams=StreamsConfig(**limits))
 
 
