@@ -14,4 +14,9 @@ DOORS: dict[str, str] = {
     "raw": "voxline.transports.streams.raw:door",
     "twilio": "voxline.transports.streams.twilio:door",
     "audiosocket": "voxline.transports.audiosocket.server:door",
+    "telnyx": "voxline.transports.streams.telnyx:door",
+    "vonage": "voxline.transports.streams.vonage:door",
+    "plivo": "voxline.transports.streams.plivo:door",
+    "freeswitch": "voxline.transports.streams.freeswitch:door",
+    "freeswitch-stream": "voxline.transports.streams.freeswitch:stream_module_door",
 }

@@ -103,6 +103,12 @@ class RawDialect:
     def clear(self) -> Message:
         return _CLEAR
 
+    def flush(self) -> None:
+        return None
+
+    def bye(self) -> None:
+        return None
+
     def event(self, event: Mapping[str, Any]) -> Message:
         return orjson.dumps({"type": "event", "event": event}, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from voxline.media.frames import Dtmf, Frame, Interrupt, Mark, Payload
+from voxline.media.frames import Dtmf, EndOfStream, Frame, Interrupt, Mark, Payload
 
 from ..base import Port, SinkMode, TransportTraits, Unsupported, WireMedia
 from .wire import BAD_DATA, POLICY, Confirmed, Dialect, Digit, Event, Ignored, Media, Message, Start, Stop, StreamError
@@ -126,8 +126,11 @@ class StreamTransport:
     def send(self, frame: Frame) -> None:
         t = type(frame)
         if t is Payload:
-            self._queue_audio(self.dialect.audio(frame.data))  # type: ignore[union-attr]
+            msg = self.dialect.audio(frame.data)  # type: ignore[union-attr]
+            if msg is not None:
+                self._queue_audio(msg)
         elif t is Mark:
+            self._flush_dialect()
             name = frame.name  # type: ignore[union-attr]
             msg = self.dialect.mark(name)
             if msg is not None and self._queue_control(msg):
@@ -137,6 +140,13 @@ class StreamTransport:
                 self.marks_sent += 1
         elif t is Interrupt:
             self.clear()
+        elif t is EndOfStream:
+            self._flush_dialect()
+
+    def _flush_dialect(self) -> None:
+        gathered = self.dialect.flush()
+        if gathered is not None:
+            self._queue_audio(gathered)
 
     def clear(self) -> int:
         dropped = self._queued_audio
@@ -144,6 +154,7 @@ class StreamTransport:
             self._out = collections.deque(item for item in self._out if not item[0])
             self._queued_audio = 0
         self.clears += 1
+        self.dialect.flush()  # gathered and not sent: dropped with the rest
         # What the far end still held is dropped: the marks after it will never be true.
         self._cleared.extend(self._pending)
         self._pending.clear()
@@ -156,18 +167,22 @@ class StreamTransport:
         raise Unsupported(f"DTMF cannot be sent on a {self.kind} stream")
 
     async def close(self, code: int = 1000, reason: str = "call ended") -> None:
-        if not self._closed.is_set():
-            self._closed.set()
-            self.end_reason = self.end_reason or reason
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._flush(), self.limits.send_timeout)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()[:120]), CLOSE_TIMEOUT)
         writer, self._writer = self._writer, None
         if writer is not None and writer is not asyncio.current_task():
-            writer.cancel()
+            writer.cancel()  # one writer at a time: the rest is flushed here
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await writer
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self.end_reason = self.end_reason or reason
+        if code == 1000:  # the call ends normally: what is gathered, then the goodbye
+            gathered, bye = self.dialect.flush(), self.dialect.bye()
+            self._out.extend((False, m) for m in (gathered, bye) if m is not None)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._flush(), self.limits.send_timeout)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()[:120]), CLOSE_TIMEOUT)
 
     def stats(self) -> dict[str, Any]:
         c = self._counters

@@ -147,6 +147,12 @@ class TwilioDialect:
     def clear(self) -> Message:
         return orjson.dumps({"event": "clear", "streamSid": self.stream_sid}).decode()
 
+    def flush(self) -> None:
+        return None
+
+    def bye(self) -> None:
+        return None
+
     def event(self, event: Mapping[str, Any]) -> None:
         return None
 

@@ -138,8 +138,17 @@ class Dialect(Protocol):
         """One binary frame from the peer; ``StreamError`` if it cannot be taken."""
         ...
 
-    def audio(self, payload: bytes) -> Message:
-        """One frame of encoded audio to send."""
+    def audio(self, payload: bytes) -> Message | None:
+        """One frame of encoded audio to send (None: the dialect gathers frames
+        into larger messages, as FreeSWITCH's file-based playback wants)."""
+        ...
+
+    def flush(self) -> Message | None:
+        """What the dialect has gathered, before a mark or at the end (None: nothing)."""
+        ...
+
+    def bye(self) -> Message | None:
+        """The message that precedes our close when the agent ends the call."""
         ...
 
     def mark(self, name: str) -> Message | None:
