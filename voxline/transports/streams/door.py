@@ -217,7 +217,8 @@ def stream_door(name: str, path: str, dialect: Callable[[], Dialect], summary: s
     async def handle(request: web.Request, body: Any, service: Service, identity: Any) -> web.StreamResponse:
         return await serve(request, service, dialect(), limits, verify, token_in_start)
 
-    route = DoorRoute("GET", path, handle, f"{name}Stream", summary, auth=False,
+    operation = "stream" + "".join(part.capitalize() for part in name.split("-"))  # streamFreeswitchStream
+    route = DoorRoute("GET", path, handle, operation, summary, auth=False,
                       replies={101: ("Switching to WebSocket", None),
                                400: ("The stream's query is wrong", "Error"),
                                401: ("Missing or invalid credentials", "Error"),
