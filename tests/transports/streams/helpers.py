@@ -47,7 +47,8 @@ class App:
     async def ws(self, path: str, token: str | None = TOKEN, **kw: Any) -> aiohttp.ClientWebSocketResponse:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         headers.update(kw.pop("headers", {}))
-        return await self.client.ws_connect(path, headers=headers, autoping=True, **kw)
+        kw.setdefault("autoping", True)
+        return await self.client.ws_connect(path, headers=headers, **kw)
 
 
 MakeApp = Callable[..., Awaitable[App]]
@@ -58,8 +59,8 @@ async def make_app() -> AsyncIterator[MakeApp]:
     """The real control app, the real runtime (echo agent), over real HTTP on loopback."""
     clients: list[TestClient[Any, Any]] = []
 
-    async def make(cfg: ServiceConfig | None = None) -> App:
-        app = create_app(cfg or config(), Runtime)
+    async def make(cfg: ServiceConfig | None = None, factory: Any = Runtime) -> App:
+        app = create_app(cfg or config(), factory)
         client: TestClient[Any, Any] = TestClient(TestServer(app))
         await client.start_server()
         clients.append(client)

@@ -109,13 +109,14 @@ async def serve(request: web.Request, service: Service, dialect: Dialect, limits
         async with asyncio.timeout(limits.open_timeout):
             await service.open(call, transport)
     except Refused as exc:  # a shared resource at capacity while the call was built
-        await transport.close(TRY_AGAIN, f"{exc.code}: {exc.reason}")
+        await _close(ws, TRY_AGAIN, f"{exc.code}: {exc.reason}")
         return ws
     except Exception as exc:
         log.error("%s stream: opening the call failed: %s", dialect.name, exc, extra={"session_id": call.id})
         await call.end("open failed")
-        await transport.close(1011, "open failed")
+        await _close(ws, 1011, "open failed")
         return ws
+    transport.live = True
     log.info("%s stream %s: session %s (tenant %s, agent %s)", dialect.name, start.call_id, call.id,
              caller.tenant, call.agent_kind, extra={"session_id": call.id})
     transport.start_writer()
@@ -126,6 +127,11 @@ async def serve(request: web.Request, service: Service, dialect: Dialect, limits
         reason = await transport.run()
         transport._lost(reason)
         await transport.ended(ENDED_TIMEOUT)
+    except asyncio.CancelledError:
+        # aiohttp cancels the handler when the connection is lost (the peer went
+        # away, or stopped answering pings): the call ends for that reason.
+        transport._lost(f"connection lost: {ws.exception() or 'the peer went away'}")
+        raise
     finally:
         if relay is not None:
             relay.cancel()

@@ -106,6 +106,10 @@ class StreamTransport:
         self._pending: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._cleared: collections.deque[str] = collections.deque(maxlen=CLEARED_MARKS)
         self._closed = asyncio.Event()
+        # Until the call is open, a failed build ends the session (which closes
+        # this transport) before the door knows why: the door closes the socket
+        # then, with the code that says why (1013 for capacity).
+        self.live = False
         self._pts = 0
         self._bits = media.codec.bits_per_sample or 16
         self.media_in = 0
@@ -176,6 +180,8 @@ class StreamTransport:
             return
         self._closed.set()
         self.end_reason = self.end_reason or reason
+        if not self.live:
+            return
         if code == 1000:  # the call ends normally: what is gathered, then the goodbye
             gathered, bye = self.dialect.flush(), self.dialect.bye()
             self._out.extend((False, m) for m in (gathered, bye) if m is not None)
