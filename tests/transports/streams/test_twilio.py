@@ -138,7 +138,7 @@ async def test_a_mark_pending_at_a_clear_is_never_taken_as_played(make_app) -> N
     assert session.pipeline is not None
     session.pipeline.interrupt("barge-in", after="agent")
     await eventually(lambda: bool(got.of("event", "clear")), what="clear")
-    await twilio.send("mark", mark={"name": "c"})  # Twilio echoes marks it dropped at the clear
+    await twilio.send("mark", mark={"name": "c"})  # a late echo of a mark that was pending at the clear
     await twilio.send("mark", mark={"name": "never-sent"})
     await eventually(lambda: session.endpoint.stats()["marks_unknown"] == 1, what="the unknown mark")  # type: ignore[union-attr]
     assert confirmations.confirmed == ["a", "b"]
