@@ -192,7 +192,8 @@ async def _close(ws: web.WebSocketResponse, code: int, reason: str) -> None:
         await asyncio.wait_for(ws.close(code=code, message=reason.encode()[:120]), CLOSE_TIMEOUT)
 
 
-EVENT_KINDS = frozenset({"transcript", "state", "dtmf", "session", "reply", "turn"})
+# The kinds the session publishes that a client of the raw stream acts on.
+EVENT_KINDS = frozenset({"transcript", "state", "dtmf", "reply", "heard", "error", "session"})
 
 
 def _relay_events(call: Any, transport: StreamTransport) -> asyncio.Task[None] | None:

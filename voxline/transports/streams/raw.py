@@ -15,7 +15,7 @@ envelope: audio is binary frames both ways, everything else is JSON text.
   played: that is how voxline learns what the caller heard);
   ``{"type": "clear"}`` on barge-in: drop whatever audio you have not played;
   ``{"type": "event", "event": {...}}``: the session's events (transcripts,
-  agent state, DTMF, session state), the same objects as
+  agent state, replies, what was heard, DTMF, errors, session state), the same objects as
   ``/v1/sessions/{id}/events``.
 """
 
