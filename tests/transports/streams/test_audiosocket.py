@@ -81,7 +81,7 @@ class Asterisk:
             await self.writer.wait_closed()
 
 
-@pytest.mark.parametrize("kind, rate", [(0x10, 8000), (0x12, 16000)], ids=["slin-8k", "slin16"])
+@pytest.mark.parametrize("kind, rate", [(0x10, 8000), (0x12, 16000), (0x16, 48000)], ids=["slin-8k", "slin16", "slin48"])
 async def test_a_whole_audiosocket_call_with_the_echo_agent(make_app, kind: int, rate: int) -> None:  # type: ignore[no-untyped-def]
     assert "audiosocket" in DOORS
     app = await make_app(as_config())
