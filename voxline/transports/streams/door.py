@@ -121,23 +121,22 @@ async def serve(request: web.Request, service: Service, dialect: Dialect, limits
              caller.tenant, call.agent_kind, extra={"session_id": call.id})
     transport.start_writer()
     relay = _relay_events(call, transport)
-    if transport._port is not None:
-        transport._port.connected()
+    transport.connected()
     try:
         reason = await transport.run()
-        transport._lost(reason)
+        transport.lost(reason)
         await transport.ended(ENDED_TIMEOUT)
     except asyncio.CancelledError:
         # aiohttp cancels the handler when the connection is lost (the peer went
         # away, or stopped answering pings): the call ends for that reason.
-        transport._lost(f"connection lost: {ws.exception() or 'the peer went away'}")
+        transport.lost(f"connection lost: {ws.exception() or 'the peer went away'}")
         raise
     finally:
         if relay is not None:
             relay.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await relay
-        if not transport._closed.is_set():
+        if not transport.closed:
             await call.end(transport.end_reason or "stream handler ended")
         await transport.close()
     return ws

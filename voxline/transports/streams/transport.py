@@ -235,7 +235,7 @@ class StreamTransport:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the socket is gone or stalled: the call ends
-            self._lost(f"send failed: {type(exc).__name__}")
+            self.lost(f"send failed: {type(exc).__name__}")
 
     async def _flush(self) -> None:
         ws, timeout = self.ws, self.limits.send_timeout
@@ -294,7 +294,17 @@ class StreamTransport:
             raise StreamError("a second start message", POLICY)
         return None
 
-    def _lost(self, reason: str) -> None:
+    def connected(self) -> None:
+        """The call is open: media flows."""
+        if self._port is not None:
+            self._port.connected()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def lost(self, reason: str) -> None:
+        """The stream ended on the peer's side (or failed): the session ends."""
         self.end_reason = self.end_reason or reason
         if self._port is not None:
             self._port.closed(reason)
