@@ -125,6 +125,7 @@ class ServiceConfig:
     streams: StreamsConfig = field(default_factory=StreamsConfig)
     audiosocket_host: str = "127.0.0.1"  # AudioSocket carries no credentials: keep it on a trusted network
     audiosocket_port: int = 9092  # -1: no AudioSocket listener
+    audiosocket_agents: tuple[str, ...] = ()  # "<uuid>=<agent>": the agent for the call with that UUID
 
     @property
     def auth_enabled(self) -> bool:

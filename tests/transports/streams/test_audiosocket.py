@@ -266,3 +266,29 @@ def test_the_parsers_raise_only_their_own_error(data: bytes) -> None:
         Message.parse(data)
     except AudioSocketError:
         pass
+
+
+async def test_the_uuid_picks_the_agent_through_configuration(make_app) -> None:  # type: ignore[no-untyped-def]
+    other = uuid.uuid4()
+    app = await make_app(as_config(audiosocket_agents=(f"{CALL_UUID}=echo", f"{other}=nobody")))
+    ast = await Asterisk.dial(app)
+    await ast.send(wire.UUID, other.bytes)  # mapped to an agent the service does not have
+    await ast.send(0x10, b"\0" * 320)
+    await ast.closed()
+    assert ast.got == [Message(wire.HANGUP)] and app.sessions() == []
+    ast = await Asterisk.dial(app)
+    await ast.send(wire.UUID, CALL_UUID.bytes)
+    await ast.send(0x10, b"\0" * 320)
+    session = await only_session(app)
+    assert session.agent_kind == "echo"
+    await ast.close()
+
+
+def test_audiosocket_agents_entries_are_checked() -> None:
+    from voxline.config import ConfigError
+    from voxline.transports.audiosocket.server import agents_by_uuid
+
+    assert agents_by_uuid([f" {CALL_UUID} = echo "]) == {CALL_UUID: "echo"}
+    for bad in ("echo", f"{CALL_UUID}=", "not-a-uuid=echo"):
+        with pytest.raises(ConfigError, match="audiosocket_agents"):
+            agents_by_uuid([bad])

@@ -18,6 +18,10 @@ UUID or audio that never comes within ``streams.start_timeout``, an error
 message (0xFF) or ``streams.max_faults`` malformed messages end the call with a
 hangup. AudioSocket carries no credentials: the listener binds loopback by
 default (``audiosocket_host``, ``audiosocket_port``; port -1 turns it off).
+
+The UUID names the call: it is kept in the session (``extra``), logged, and
+``audiosocket_agents`` (``["<uuid>=<agent>"]``) picks the agent by it, so a
+dialplan chooses the agent by the UUID it passes. An unknown agent is a hangup.
 """
 
 from __future__ import annotations
@@ -25,9 +29,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from voxline.codecs import l16
+from voxline.config import ConfigError
 from voxline.media.frames import Dtmf, Frame, Payload
 
 from ..base import BadRequest, Door, Port, Refused, Service, SinkMode, TransportTraits, Unsupported, WireMedia
@@ -35,7 +42,7 @@ from ..streams.transport import StreamLimits, limits_from
 from . import wire
 from .wire import AudioSocketError, Framer, Message
 
-__all__ = ["AudioSocketTransport", "AudioSocketServer", "door", "DEFAULT_PORT"]
+__all__ = ["AudioSocketTransport", "AudioSocketServer", "agents_by_uuid", "door", "DEFAULT_PORT"]
 
 log = logging.getLogger(__name__)
 
@@ -159,8 +166,10 @@ class _Connection:
 class AudioSocketServer:
     """The door's listener and handle: ``port`` is where it listens."""
 
-    def __init__(self, host: str, port: int, limits: StreamLimits) -> None:
+    def __init__(self, host: str, port: int, limits: StreamLimits,
+                 agents: Mapping[uuid.UUID, str] | None = None) -> None:
         self.host = host
+        self.agents = dict(agents or {})  # a call's UUID -> its agent (others: the service's default)
         self.requested_port = port
         self.limits = limits
         self.service: Service | None = None
@@ -230,7 +239,8 @@ class AudioSocketServer:
         if audio_kind is None:
             return  # hung up before any audio
         try:
-            call = service.admit("audiosocket", None, tenant="default", key=f"audiosocket:{host}")
+            call = service.admit("audiosocket", self.agents.get(call_uuid), tenant="default",
+                                 key=f"audiosocket:{host}")
         except (Refused, BadRequest) as exc:
             self.refused += 1
             log.info("AudioSocket call %s refused: %s", call_uuid, exc)
@@ -321,7 +331,23 @@ def _check_audio(msg: Message) -> None:
         raise AudioSocketError(f"audio of {len(msg.payload)} bytes is not whole 16-bit samples")
 
 
+def agents_by_uuid(entries: Iterable[str]) -> dict[uuid.UUID, str]:
+    """``audiosocket_agents`` entries, ``"<uuid>=<agent>"``: the dialplan picks
+    the agent by the UUID it passes to ``AudioSocket()``."""
+    out: dict[uuid.UUID, str] = {}
+    for entry in entries:
+        key, sep, agent = entry.partition("=")
+        try:
+            if not sep or not agent.strip():
+                raise ValueError("no agent")
+            out[uuid.UUID(key.strip())] = agent.strip()
+        except ValueError as exc:
+            raise ConfigError(f"audiosocket_agents: {entry!r} is not <uuid>=<agent> ({exc})") from exc
+    return out
+
+
 def door(config: Any) -> Door:
     server = AudioSocketServer(getattr(config, "audiosocket_host", "127.0.0.1"),
-                               getattr(config, "audiosocket_port", DEFAULT_PORT), limits_from(config))
+                               getattr(config, "audiosocket_port", DEFAULT_PORT), limits_from(config),
+                               agents_by_uuid(getattr(config, "audiosocket_agents", ())))
     return Door("audiosocket", start=server.start, stop=server.stop, handle=server)
