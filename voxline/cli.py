@@ -32,6 +32,7 @@ def serve_command(args: argparse.Namespace, runtime_factory: Any = None) -> int:
         "agent": args.agent,
         "max_sessions": args.max_sessions,
         "ice_hosts": tuple(args.ice_host) if args.ice_host else None,
+        "audiosocket_port": args.audiosocket_port,
         "log_level": "DEBUG" if args.verbose else None,
     }
     try:
@@ -87,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ADDR",
         help="address to offer as a WebRTC host candidate (repeatable; 127.0.0.1 for a browser on this machine)",
     )
+    p.add_argument("--audiosocket-port", type=int,
+                   help="Asterisk AudioSocket TCP port on 127.0.0.1 (default 9092; -1: off)")
     p.set_defaults(func=serve_command)
     return parser
 

@@ -27,6 +27,7 @@ __all__ = [
     "SttConfig",
     "LlmConfig",
     "TtsConfig",
+    "StreamsConfig",
     "ConfigError",
     "load_config",
 ]
@@ -86,6 +87,22 @@ class ProvidersConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamsConfig:
+    """WebSocket media streams (``/v1/streams/...``): the bounds of every stream,
+    and Twilio's request signature (checked when ``twilio_auth_token`` is set)."""
+
+    max_message: int = 64 * 1024  # bytes of one WebSocket message
+    heartbeat: float = 10.0  # s between pings; no pong within half of it and the peer is gone
+    start_timeout: float = 5.0  # s from the upgrade to the stream's start message
+    idle_timeout: float = 10.0  # s without any message from the peer
+    max_faults: int = 10  # malformed messages tolerated before the stream is closed
+    twilio_auth_token: str = ""
+    # The wss:// base URL the platform connects to (as it signs it), when a proxy
+    # in front of voxline changes scheme or host; empty: from the request.
+    public_url: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceConfig:
     host: str = "127.0.0.1"
     http_port: int = 8080
@@ -120,6 +137,10 @@ class ServiceConfig:
     greeting: str = ""  # empty: the default greeting
     greet: bool = True  # speak a greeting when a call starts
     providers: ProvidersConfig = field(default_factory=ProvidersConfig)
+    streams: StreamsConfig = field(default_factory=StreamsConfig)
+    audiosocket_host: str = "127.0.0.1"  # AudioSocket carries no credentials: keep it on a trusted network
+    audiosocket_port: int = 9092  # -1: no AudioSocket listener
+    audiosocket_agents: tuple[str, ...] = ()  # "<uuid>=<agent>": the agent for the call with that UUID
 
     @property
     def auth_enabled(self) -> bool:

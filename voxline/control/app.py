@@ -454,12 +454,12 @@ def create_app(
     app[STATE] = ServiceState()
     app[ADMISSION] = admission = Admission(app[SESSIONS], app[LIMITER], app[STATE].runtime_started)
     app[METRICS].watch_admission(admission)
-    app[SERVICE] = CallService(config, admission, lambda: app[RUNTIME], agents)
+    app[SERVICE] = CallService(config, admission, lambda: app[RUNTIME], agents, app[AUTH])
     app[DOORS] = doors = load_doors(config)
     app[SCHEMAS] = {**schemas_for(agents), **door_schemas(doors, agents)}
     assets = _load_static()
     app[STATIC] = assets
-    routes = (*door_routes(doors, lambda r: r.app[SERVICE], lambda r: r[IDENTITY], lambda r: r.app[SCHEMAS]),
+    routes = (*door_routes(doors, lambda r: r.app[SERVICE], lambda r: r.get(IDENTITY), lambda r: r.app[SCHEMAS]),
               *ROUTES)
     app[DOCUMENT] = build_document(routes, agents, __version__, tuple(assets), app[SCHEMAS])
     for route in routes:

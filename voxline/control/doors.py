@@ -23,9 +23,10 @@ from typing import Any
 from aiohttp import web
 
 from voxline.transports import DOORS
-from voxline.transports.base import BadRequest, Door, DoorRoute, Refused, Transport
+from voxline.transports.base import BadRequest, Door, DoorRoute, Refused, Transport, Unauthorized
 
 from .admission import Admission, capacity_error
+from .auth import AuthError, Authenticator, Identity
 from .errors import ApiError, json_response, read_json
 from .logs import bind_session
 from .openapi import Reply, Route, validate
@@ -39,11 +40,13 @@ log = logging.getLogger(__name__)
 class CallService:
     """The service as a door sees it (``voxline.transports.base.Service``)."""
 
-    def __init__(self, config: Any, admission: Admission, runtime: Callable[[], Any], agents: tuple[str, ...]):
+    def __init__(self, config: Any, admission: Admission, runtime: Callable[[], Any], agents: tuple[str, ...],
+                 authenticator: Authenticator | None = None):
         self._config = config
         self.admission = admission
         self._runtime = runtime  # the runtime is created with the app's resources: looked up late
         self._agents = agents
+        self._auth = authenticator
 
     @property
     def agents(self) -> tuple[str, ...]:
@@ -52,6 +55,14 @@ class CallService:
     @property
     def config(self) -> Any:
         return self._config
+
+    def authenticate(self, token: str | None) -> Identity:
+        if self._auth is None:
+            self._auth = Authenticator(self._config)
+        try:
+            return self._auth.authenticate(token or "")
+        except AuthError as exc:
+            raise Unauthorized(exc.message) from exc
 
     def admit(self, transport: str, agent: str | None, *, tenant: str, key: str) -> Session:
         kind = agent or self._config.agent

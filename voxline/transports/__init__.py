@@ -11,4 +11,12 @@ __all__ = ["DOORS"]
 DOORS: dict[str, str] = {
     "webrtc": "voxline.transports.webrtc_call:door",
     "loopback": "voxline.transports.loopback:door",
+    "raw": "voxline.transports.streams.raw:door",
+    "twilio": "voxline.transports.streams.twilio:door",
+    "audiosocket": "voxline.transports.audiosocket.server:door",
+    "telnyx": "voxline.transports.streams.telnyx:door",
+    "vonage": "voxline.transports.streams.vonage:door",
+    "plivo": "voxline.transports.streams.plivo:door",
+    "freeswitch": "voxline.transports.streams.freeswitch:door",
+    "freeswitch-stream": "voxline.transports.streams.freeswitch:stream_module_door",
 }

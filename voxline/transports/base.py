@@ -63,6 +63,7 @@ __all__ = [
     "Port",
     "Refused",
     "BadRequest",
+    "Unauthorized",
     "Unsupported",
     "Call",
     "Service",
@@ -150,6 +151,11 @@ class BadRequest(ValueError):
         self.message = message
 
 
+class Unauthorized(Exception):
+    """The credentials a door was given are missing or wrong; the message says
+    which (a WebSocket stream answers 401 before the upgrade, or closes 1008)."""
+
+
 @runtime_checkable
 class Port(Protocol):
     """The runtime's side of one call, as a transport sees it."""
@@ -226,6 +232,13 @@ class Service(Protocol):
 
     @property
     def config(self) -> Any: ...
+
+    def authenticate(self, token: str | None) -> Any:
+        """The identity (``.tenant``, ``.token_id``) a bare bearer token stands for,
+        for doors whose peers cannot send an ``Authorization`` header (a token in
+        the query, in a stream's start message); ``Unauthorized`` if it stands for
+        none. Anonymous when the service has no credentials configured."""
+        ...
 
     def admit(self, transport: str, agent: str | None, *, tenant: str, key: str) -> Call:
         """Admit one call (``Refused`` if not); ``key`` is what rate limits count
