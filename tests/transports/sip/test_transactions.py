@@ -242,7 +242,7 @@ def test_invite_server_refuses_what_the_state_forbids() -> None:
     tx.send_response(response(invite, 486), 0.0)
     with pytest.raises(SipUsageError, match="state completed"):
         tx.send_response(response(invite, 200), 0.1)
-    with pytest.raises(SipUsageError, match="response for BYE"):
+    with pytest.raises(SipUsageError, match="response for CSeq 1 BYE"):
         ServerInviteTransaction(invite, PEER, reliable=False).send_response(response(request("BYE"), 200), 0.0)
 
 

@@ -7,7 +7,8 @@
 - ``timers`` / ``transaction`` / ``client`` / ``server`` / ``layer``: RFC 3261 §17
   transactions as state machines fed messages and time, returning messages to
   send and events (``events``); ``layer`` matches messages to them.
-- ``dialog``: RFC 3261 §12 dialogs and in-dialog requests.
+- ``dialog``: RFC 3261 §12 dialogs and in-dialog requests; ``uas`` the UAS core
+  (incoming calls, their errors, 2xx reliability) over ``calls``' call state.
 - ``digest``: HTTP digest (RFC 2617, 7616, 8760) for answering challenges.
 - ``sdp`` / ``offer_answer``: RFC 4566 session descriptions, RFC 3264 negotiation.
 

@@ -14,7 +14,7 @@ from .message import Request, Response
 
 if TYPE_CHECKING:
     from .client import ClientTransaction
-    from .server import ServerTransaction
+    from .server import ServerInviteTransaction, ServerTransaction
     from .transaction import Transaction
 
 __all__ = [
@@ -60,7 +60,7 @@ class RequestReceived:
     request: Request
     transaction: ServerTransaction | None
     source: Address
-    cancels: ServerTransaction | None = None
+    cancels: ServerInviteTransaction | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,8 +42,9 @@ def _absorb(tx: Transaction, *, answer: bool) -> list[Output]:
 
 
 def _check(tx: Transaction, resp: Response, allowed: tuple[State, ...]) -> None:
-    if resp.cseq.method != tx.method:
-        raise SipUsageError(f"response for {resp.cseq.method} on a {tx.method} transaction")
+    # The response copies the request's CSeq (even one whose method is wrong: 400).
+    if resp.headers.get("CSeq") != tx.request.headers.get("CSeq"):
+        raise SipUsageError(f"response for CSeq {resp.headers.get('CSeq')} on a {tx.method} transaction")
     if tx.state not in allowed:
         raise SipUsageError(f"response {resp.status} on a {tx.method} transaction in state {tx.state.value}")
 
