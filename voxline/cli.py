@@ -32,6 +32,9 @@ def serve_command(args: argparse.Namespace, runtime_factory: Any = None) -> int:
         "agent": args.agent,
         "max_sessions": args.max_sessions,
         "ice_hosts": tuple(args.ice_host) if args.ice_host else None,
+        "sip_host": args.sip_host,
+        "sip_port": args.sip_port,
+        "rtp_ports": args.rtp_ports,
         "log_level": "DEBUG" if args.verbose else None,
     }
     try:
@@ -87,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ADDR",
         help="address to offer as a WebRTC host candidate (repeatable; 127.0.0.1 for a browser on this machine)",
     )
+    p.add_argument("--sip-host", help="address for SIP and RTP (default 127.0.0.1)")
+    p.add_argument("--sip-port", type=int, help="SIP port, UDP and TCP (default 5060; 0: any free port)")
+    p.add_argument("--rtp-ports", help="RTP port range first-last (default 20000-20999)")
     p.set_defaults(func=serve_command)
     return parser
 

@@ -11,4 +11,5 @@ __all__ = ["DOORS"]
 DOORS: dict[str, str] = {
     "webrtc": "voxline.transports.webrtc_call:door",
     "loopback": "voxline.transports.loopback:door",
+    "sip": "voxline.transports.sip_door:door",
 }

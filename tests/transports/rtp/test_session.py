@@ -110,10 +110,14 @@ def test_packetize_counts_in_the_rtp_clock() -> None:
 def test_dtmf_out_is_rfc4733_with_three_end_packets() -> None:
     s = session()
     packets = s.dtmf("5", duration=0.1)
-    events = [TelephoneEvent.parse(RtpPacket.parse(p).payload) for _, p in packets]
+    audio = RtpPacket.parse(s.packetize(b"\xd5" * 160, 160))  # audio goes on while the digit is sent
+    wire = [RtpPacket.parse(s.stamp(p)) for _, p in packets]
+    events = [TelephoneEvent.parse(p.payload) for p in wire]
     assert {e.digit for e in events} == {"5"} and [e.end for e in events][-3:] == [True, True, True]
     assert [round(t, 3) for t, _ in packets][:2] == [0.0, 0.02]
-    assert len({RtpPacket.parse(p).timestamp for _, p in packets}) == 1
+    assert len({p.timestamp for p in wire}) == 1 and wire[0].marker
+    seqs = [audio.sequence_number] + [p.sequence_number for p in wire]
+    assert [(b - a) & 0xFFFF for a, b in zip(seqs, seqs[1:])] == [1] * len(wire)  # one increasing sequence
 
 
 def test_rtcp_rr_then_sr_and_round_trip_from_their_report() -> None:

@@ -13,7 +13,8 @@
   the last frame fading, ``conceal_pcm``; other codecs, whose decoders keep
   state, silence of the frame's length), so the pipeline's timeline never skips;
 - out: ``packetize(payload)`` makes the next RTP packet of our stream,
-  ``dtmf(digit)`` the RFC 4733 packets of a key press with their send offsets,
+  ``dtmf(digit)`` the RFC 4733 packets of a key press with their send offsets
+  (numbered by ``stamp`` as they go),
   ``report(now, wall)`` an RTCP SR (or RR) with SDES when one is due;
 - ``expired(now)``: no RTP or RTCP for ``idle_timeout`` seconds while the peer
   should be sending (not on hold): the call is gone without a BYE.
@@ -255,19 +256,26 @@ class RtpSession:
         self._octets += len(payload)
         return bytes(packet)
 
-    def dtmf(self, digit: str, duration: float = 0.1) -> list[tuple[float, bytes]]:
-        """The packets of one key press, each with its send offset in seconds."""
+    def dtmf(self, digit: str, duration: float = 0.1) -> list[tuple[float, RtpPacket]]:
+        """The packets of one key press, each with its send offset in seconds. Their
+        sequence numbers are given as each is sent (``stamp``), so audio sent
+        meanwhile keeps one increasing sequence with them."""
         pt = self.params.dtmf_pt
         if pt is None:
             raise RtpError("the peer did not negotiate telephone-event")
         rate = self.params.codec.clock_rate
         interval = rate * self.params.ptime // 1000
-        packets = tone_packets(digit, sequence_number=self._seq, timestamp=self._ts, ssrc=self.ssrc,
+        packets = tone_packets(digit, sequence_number=0, timestamp=self._ts, ssrc=self.ssrc,
                                payload_type=pt, duration=max(interval, int(duration * rate)), interval=interval)
-        self._seq = (self._seq + len(packets)) & 0xFFFF
         self.counts.dtmf_out += 1
-        self.counts.sent += len(packets)
-        return [(offset / rate, bytes(p)) for offset, p in packets]
+        return [(offset / rate, p) for offset, p in packets]
+
+    def stamp(self, packet: RtpPacket) -> bytes:
+        """A packet of ours (a DTMF event) with the stream's next sequence number."""
+        out = RtpPacket(packet.payload_type, self._seq, packet.timestamp, self.ssrc, packet.payload, packet.marker)
+        self._seq = (self._seq + 1) & 0xFFFF
+        self.counts.sent += 1
+        return bytes(out)
 
     def report(self, now: float, wall: float) -> bytes | None:
         """An RTCP compound if one is due: SR once we have sent, else RR; SDES CNAME."""
