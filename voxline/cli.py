@@ -33,6 +33,9 @@ def serve_command(args: argparse.Namespace, runtime_factory: Any = None) -> int:
         "max_sessions": args.max_sessions,
         "ice_hosts": tuple(args.ice_host) if args.ice_host else None,
         "audiosocket_port": args.audiosocket_port,
+        "sip_host": args.sip_host,
+        "sip_port": args.sip_port,
+        "rtp_ports": args.rtp_ports,
         "log_level": "DEBUG" if args.verbose else None,
     }
     try:
@@ -90,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--audiosocket-port", type=int,
                    help="Asterisk AudioSocket TCP port on 127.0.0.1 (default 9092; -1: off)")
+    p.add_argument("--sip-host", help="address for SIP and RTP (default 127.0.0.1)")
+    p.add_argument("--sip-port", type=int, help="SIP port, UDP and TCP (default 5060; 0: any free port)")
+    p.add_argument("--rtp-ports", help="RTP port range first-last (default 20000-20999)")
     p.set_defaults(func=serve_command)
     return parser
 

@@ -136,6 +136,12 @@ class ServiceConfig:
     system_prompt: str = ""
     greeting: str = ""  # empty: the default greeting
     greet: bool = True  # speak a greeting when a call starts
+    sip_host: str = "127.0.0.1"  # SIP (UDP and TCP) and RTP listen here; the address put in SDP
+    sip_port: int = 5060  # 0: any free port
+    rtp_ports: str = "20000-20999"  # first-last, even/odd pairs for RTP/RTCP
+    rtp_timeout: float = 30.0  # s without RTP or RTCP before a call is ended
+    sip_allow: tuple[str, ...] = ()  # peer networks allowed to call, e.g. ("10.0.0.0/8",); empty: any
+    sip_codecs: tuple[str, ...] = ()  # codec preference by SDP name (PCMU, PCMA, G722, opus); empty: that order
     providers: ProvidersConfig = field(default_factory=ProvidersConfig)
     streams: StreamsConfig = field(default_factory=StreamsConfig)
     audiosocket_host: str = "127.0.0.1"  # AudioSocket carries no credentials: keep it on a trusted network

@@ -19,4 +19,5 @@ DOORS: dict[str, str] = {
     "plivo": "voxline.transports.streams.plivo:door",
     "freeswitch": "voxline.transports.streams.freeswitch:door",
     "freeswitch-stream": "voxline.transports.streams.freeswitch:stream_module_door",
+    "sip": "voxline.transports.sip_door:door",
 }

@@ -4,7 +4,8 @@ One concept per module: ``packet`` (RTP packets, sequence arithmetic),
 ``stream`` (receive state: RFC 3550 A.1/A.3/A.8), ``rtcp`` (SR, RR, SDES, BYE,
 RTT), ``schedule`` (when to report), ``dtmf`` (RFC 4733), ``jitter`` (the
 adaptive play-out buffer), ``source`` (strict/symmetric RTP, inactivity),
-``ports`` (port allocation) and ``errors``. The asyncio glue that moves the
+``ports`` (port allocation), ``session`` (one call's stream: all of the above
+together) and ``errors``. The asyncio glue that moves the
 datagrams lives beside them, not in them.
 """
 
@@ -23,6 +24,7 @@ from voxline.transports.rtp.rtcp import (
     parse_compound,
 )
 from voxline.transports.rtp.schedule import ReportScheduler
+from voxline.transports.rtp.session import RtpParams, RtpSession
 from voxline.transports.rtp.source import IdleDetector, SourceFilter
 from voxline.transports.rtp.stream import ReceiveStream
 
@@ -46,6 +48,8 @@ __all__ = [
     "RtcpError",
     "RtpError",
     "RtpPacket",
+    "RtpParams",
+    "RtpSession",
     "SenderReport",
     "SourceDescription",
     "SourceFilter",

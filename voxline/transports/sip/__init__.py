@@ -4,9 +4,11 @@
   §7, §25), one datagram or a Content-Length framed stream; ``headers``,
   ``address``, ``via``, ``uri`` and ``grammar`` hold the header grammars.
 - ``validate``: the responses a UAS owes a malformed or unsupported request.
-- ``timers`` / ``transaction`` / ``layer``: RFC 3261 §17 transactions as state
-  machines fed messages and time, returning messages to send and events.
-- ``dialog``: RFC 3261 §12 dialogs and in-dialog requests.
+- ``timers`` / ``transaction`` / ``client`` / ``server`` / ``layer``: RFC 3261 §17
+  transactions as state machines fed messages and time, returning messages to
+  send and events (``events``); ``layer`` matches messages to them.
+- ``dialog``: RFC 3261 §12 dialogs and in-dialog requests; ``uas`` the UAS core
+  (incoming calls, their errors, 2xx reliability) over ``calls``' call state.
 - ``digest``: HTTP digest (RFC 2617, 7616, 8760) for answering challenges.
 - ``sdp`` / ``offer_answer``: RFC 4566 session descriptions, RFC 3264 negotiation.
 
