@@ -37,12 +37,12 @@ class Admission:
         self._ready = ready or (lambda: True)
         self.refused: dict[tuple[str, str], int] = {}  # (code, transport) -> count
 
-    def admit(self, transport: str, agent: str, *, tenant: str, key: str) -> Session:
+    def admit(self, transport: str, agent: str, *, tenant: str, key: str | None) -> Session:
         """A new session, or ``Refused`` saying why not and when to try again."""
         try:
             if not self._ready():
                 raise Refused("not_ready", "the runtime is still starting", BUSY_RETRY)
-            if self.limiter is not None:
+            if self.limiter is not None and key is not None:
                 wait = self.limiter.take(key)
                 if wait > 0:
                     raise Refused("rate_limited", "session creation rate limit reached", max(1, math.ceil(wait)))

@@ -64,7 +64,7 @@ class CallService:
         except AuthError as exc:
             raise Unauthorized(exc.message) from exc
 
-    def admit(self, transport: str, agent: str | None, *, tenant: str, key: str) -> Session:
+    def admit(self, transport: str, agent: str | None, *, tenant: str, key: str | None) -> Session:
         kind = agent or self._config.agent
         if kind not in self._agents:
             raise BadRequest("agent", f"agent must be one of {', '.join(self._agents)}, not {kind!r}")

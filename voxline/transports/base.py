@@ -240,9 +240,13 @@ class Service(Protocol):
         none. Anonymous when the service has no credentials configured."""
         ...
 
-    def admit(self, transport: str, agent: str | None, *, tenant: str, key: str) -> Call:
-        """Admit one call (``Refused`` if not); ``key`` is what rate limits count
-        (a token id, a peer address). Each front door calls this and nothing else."""
+    def admit(self, transport: str, agent: str | None, *, tenant: str, key: str | None) -> Call:
+        """Admit one call (``Refused`` if not). ``key`` is the caller whose share
+        (creation rate, concurrent and pending sessions) it counts against: a
+        token id. ``None`` for a peer trusted by its address that carries many
+        people's calls (a SIP trunk, a media server): only the service's capacity
+        applies, and the door bounds its peers itself (allow-list, per-source
+        rate). Each front door calls this and nothing else."""
         ...
 
     async def open(self, call: Call, transport: Transport) -> None:

@@ -207,7 +207,7 @@ class SipDoor:
         loop = asyncio.get_running_loop()
         agent = self._agent_of(call.invite, service)
         try:
-            session = service.admit("sip", agent, tenant="default", key=call.source[0])
+            session = service.admit("sip", agent, tenant="default", key=None)  # a trunk carries many callers: sip_allow and the per-source rate bound it
         except Refused as exc:
             status = 486 if exc.code == "capacity" else 503
             self._apply(core.reject(call, status, loop.time(), reason=exc.reason[:60], retry_after=exc.retry_after))
