@@ -37,7 +37,7 @@ from voxline.media.resample import Resample
 from voxline.media.silero import SileroBatcher, SileroModel
 from voxline.media.vad import SileroVad, WebrtcVad
 from voxline.providers.factory import Providers, build_providers
-from voxline.transports.base import HANGUP, PEER_GONE, SinkMode, Transport
+from voxline.transports.base import SinkMode, Transport, is_peer_end
 
 from .session import Session, SessionRegistry, SessionState
 
@@ -236,7 +236,7 @@ class CallPort:
 
     def closed(self, reason: str) -> None:
         self.session.events.publish("transport", state="closed", reason=reason)
-        self.session.end_soon(reason if reason in (HANGUP, PEER_GONE) else f"transport closed: {reason}")
+        self.session.end_soon(reason if is_peer_end(reason) else f"transport closed: {reason}")
 
     def played(self, name: str) -> None:
         self.pipeline.feedback.publish(Played(Mark(name), self.pipeline.clock.now(), confirmed=True))

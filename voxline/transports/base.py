@@ -69,6 +69,10 @@ __all__ = [
     "Service",
     "DoorRoute",
     "Door",
+    "HANGUP",
+    "PEER_GONE",
+    "end_reason",
+    "is_peer_end",
 ]
 
 
@@ -122,6 +126,16 @@ HANGUP = "hangup"
 PEER_GONE = "peer gone"
 
 
+def end_reason(kind: str, how: str = "") -> str:
+    """``HANGUP`` or ``PEER_GONE``, with how it showed: ``"hangup: BYE"``."""
+    return f"{kind}: {how}" if how else kind
+
+
+def is_peer_end(reason: str) -> bool:
+    """Whether ``reason`` says the far end hung up or vanished (not a fault)."""
+    return reason.partition(":")[0] in (HANGUP, PEER_GONE)
+
+
 class Refused(Exception):
     """Admission will not take this call now. ``code`` is one of ``not_ready``,
     ``draining``, ``capacity`` (the service's own state) or ``rate_limited``,
@@ -173,7 +187,9 @@ class Port(Protocol):
 
         ``HANGUP`` when the far end ended the call (BYE, stop, a clean close);
         ``PEER_GONE`` when it vanished (a timeout, ICE or consent failure, a
-        reset); anything else is a transport fault, named."""
+        reset); either may say how after a colon (``"peer gone: RTP
+        inactivity"``, ``end_reason`` builds it). Anything else is a transport
+        fault, named; the session's end reason is then ``"transport closed: ..."``."""
         ...
 
     def played(self, name: str) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 
 from voxline.media.frames import Audio, Dtmf, Frame, Interrupt, Payload
 
-from .base import Port, SinkMode, TransportTraits, Unsupported, WireMedia
+from .base import PEER_GONE, Port, SinkMode, TransportTraits, Unsupported, WireMedia, end_reason
 from .rtp.errors import PortsExhausted, RtpError
 from .rtp.packet import RtpPacket
 from .rtp.ports import PortAllocator, PortPair
@@ -273,7 +273,7 @@ class RtpCallTransport:
         if s.expired(now):
             log.info("x RTP on port %d silent for %.0f s: ending the call", self.pair.rtp, s.idle.timeout)
             self._ticker.discard(self)
-            self.gone("RTP inactivity")
+            self.gone(end_reason(PEER_GONE, "RTP inactivity"))
 
     # -- datagrams -----------------------------------------------------------------
 

@@ -96,7 +96,7 @@ def test_invite_100_180_200_with_answer_ack_then_bye() -> None:
     out = h.feed(request("BYE", branch="z9hG4bK-bye", cseq=2, to_tag=ok.to.tag))
     assert [r.status for r in statuses(out)] == [200]
     assert [(type(o), getattr(o, "reason", None)) for o in out if not isinstance(o, Send)] == [
-        (CallEnded, "peer hung up")]
+        (CallEnded, "hangup: BYE")]
     assert h.core.calls == {}
 
 
@@ -111,7 +111,7 @@ def test_no_ack_re_sends_the_2xx_until_64_t1_then_byes() -> None:
     bye = byes[0][1]
     assert bye.to.tag == "ftag" and bye.from_.tag == call.id.local_tag and bye.cseq.method == "BYE"
     assert str(bye.uri) == "sip:caller@127.0.0.1:5070"
-    assert [o.reason for _, o in events if isinstance(o, CallEnded)] == ["no ACK for the 2xx"]
+    assert [o.reason for _, o in events if isinstance(o, CallEnded)] == ["peer gone: no ACK for the 2xx"]
     assert h.core.calls == {}
 
 
@@ -123,7 +123,7 @@ def test_reliable_transport_does_not_re_send_the_2xx() -> None:
     h.core.accept(call, 0.0)
     events = h.until(40.0)
     assert [t for t, o in events if isinstance(o, Send) and isinstance(o.message, Response)] == []
-    assert [o.reason for _, o in events if isinstance(o, CallEnded)] == ["no ACK for the 2xx"]
+    assert [o.reason for _, o in events if isinstance(o, CallEnded)] == ["peer gone: no ACK for the 2xx"]
 
 
 def test_cancel_before_the_answer_487s_the_invite() -> None:
@@ -132,7 +132,7 @@ def test_cancel_before_the_answer_487s_the_invite() -> None:
     h.core.ring(call, 0.0)
     out = h.feed(request("CANCEL"))
     assert [(r.status, r.cseq.method) for r in statuses(out)] == [(200, "CANCEL"), (487, "INVITE")]
-    assert [o.reason for o in out if isinstance(o, CallEnded)] == ["cancelled"] and h.core.calls == {}
+    assert [o.reason for o in out if isinstance(o, CallEnded)] == ["hangup: CANCEL"] and h.core.calls == {}
     assert h.feed(request("ACK", to_tag=call.id.local_tag)) == []  # the ACK of the 487 is absorbed
     assert h.core.accept(call, 0.0) == []  # too late: nothing goes out
 

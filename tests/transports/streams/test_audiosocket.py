@@ -112,7 +112,7 @@ async def test_a_whole_audiosocket_call_with_the_echo_agent(make_app, kind: int,
 
     await ast.send(wire.HANGUP)
     await eventually(lambda: session.state is SessionState.ENDED, what="the end")
-    assert session.end_reason == "transport closed: hangup"
+    assert session.end_reason == "hangup"
     await ast.closed()
 
 
@@ -156,7 +156,7 @@ async def test_a_silent_peer_and_a_never_started_one_time_out(make_app) -> None:
     for peer in (silent, never, no_audio):
         await peer.closed(timeout=10)
         assert peer.got[-1] == Message(wire.HANGUP)
-    assert session.end_reason == "transport closed: peer silent"
+    assert session.end_reason == "peer gone: silent"
     await eventually(lambda: app.sessions() == [], what="the end")
 
 

@@ -63,7 +63,7 @@ async def test_a_whole_raw_call_with_the_echo_agent(make_app) -> None:  # type: 
     await ws.send_str('{"type": "stop"}')
     assert await got.closed() == 1000
     await eventually(lambda: session.state is SessionState.ENDED, what="the end")
-    assert session.end_reason == "transport closed: stop: client stopped"
+    assert session.end_reason == "hangup: client stopped"
     stats = session.endpoint.stats()  # type: ignore[union-attr]
     assert stats["faults"] == 0 and stats["marks_confirmed"] == 1 and stats["clears"] == 1
     assert stats["digits_in"] == 1 and stats["media_in"] == 100
@@ -191,7 +191,7 @@ async def test_a_silent_peer_times_out(make_app) -> None:  # type: ignore[no-unt
     session = await only_session(app)
     assert await got.closed(timeout=10) == 1008
     await eventually(lambda: session.state is SessionState.ENDED, what="the end")
-    assert session.end_reason == "transport closed: peer silent"
+    assert session.end_reason == "peer gone: silent"
 
 
 @settings(max_examples=400, deadline=None)

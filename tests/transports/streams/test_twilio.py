@@ -115,7 +115,7 @@ async def test_a_whole_twilio_call_as_twilio_documents_it(make_app) -> None:  # 
     await twilio.send("stop", stop={"accountSid": ACCOUNT, "callSid": CALL})
     assert await got.closed() == 1000
     await eventually(lambda: session.state is SessionState.ENDED, what="the end")
-    assert session.end_reason == "transport closed: stop: twilio stop"
+    assert session.end_reason == "hangup: twilio stop"
     stats = session.endpoint.stats()  # type: ignore[union-attr]
     assert stats["faults"] == 0 and stats["ignored"] == 1 and stats["media_in"] == 100  # "connected"
 

@@ -37,7 +37,8 @@ from voxline.codecs import l16
 from voxline.config import ConfigError
 from voxline.media.frames import Dtmf, Frame, Payload
 
-from ..base import BadRequest, Door, Port, Refused, Service, SinkMode, TransportTraits, Unsupported, WireMedia
+from ..base import (HANGUP, PEER_GONE, BadRequest, Door, Port, Refused, Service, SinkMode, TransportTraits, Unsupported,
+                    WireMedia, end_reason)
 from ..streams.transport import StreamLimits, limits_from
 from . import wire
 from .wire import AudioSocketError, Framer, Message
@@ -294,14 +295,14 @@ class AudioSocketServer:
             try:
                 msg = await conn.next(limits.idle_timeout)
             except TimeoutError:
-                return "peer silent"
+                return end_reason(PEER_GONE, "silent")
             except AudioSocketError as exc:
                 transport.faults += 1
                 return f"truncated: {exc}"
             except (ConnectionError, OSError) as exc:
-                return f"connection lost: {type(exc).__name__}"
+                return end_reason(PEER_GONE, f"connection lost ({type(exc).__name__})")
             if msg is None:
-                return "peer closed"
+                return end_reason(PEER_GONE, "connection closed without a hangup")
             kind = msg.kind
             try:
                 if kind == transport.audio_kind:
@@ -310,7 +311,7 @@ class AudioSocketServer:
                 elif kind == wire.DTMF:
                     transport.receive_digit(wire.digit_of(msg))
                 elif kind == wire.HANGUP:
-                    return "hangup"
+                    return HANGUP
                 elif kind == wire.ERROR:
                     return f"asterisk error {msg.payload.hex() or 'without a code'}"
                 elif kind in wire.RATES:

@@ -40,6 +40,7 @@ from .calls import (
     SipCall,
     parse_dtmf_relay,
 )
+from ..base import HANGUP, PEER_GONE, end_reason
 from .dialog import Dialog, DialogId, DialogState
 from .errors import SipParseError, SipUsageError
 from .events import Address, Output, RequestReceived, ResponseReceived, Send, TransactionTimeout, TransportError
@@ -285,14 +286,14 @@ class UasCore:
         if target.state is State.PROCEEDING:  # no final yet: the INVITE ends 487 (§9.2)
             out += self._respond(target, make_response(target.request, 487, to_tag=tag), now)
             if call is not None:
-                out += self._end(call, "cancelled")
+                out += self._end(call, end_reason(HANGUP, "CANCEL"))
         return out
 
     def _peer_bye(self, call: SipCall, req: Request, tx: ServerTransaction, now: float) -> list[CoreOutput]:
         out = self._respond(tx, make_response(req, 200), now)
         if call.tx.state is State.PROCEEDING:  # §15.1.2: a BYE before the answer ends the INVITE too
             out += self._respond(call.tx, make_response(call.invite, 487, to_tag=call.id.local_tag), now)
-        return [*out, *self._end(call, "peer hung up")]
+        return [*out, *self._end(call, end_reason(HANGUP, "BYE"))]
 
     def _info(self, call: SipCall, req: Request, tx: ServerTransaction, now: float) -> list[CoreOutput]:
         if not req.body:
@@ -366,7 +367,7 @@ class UasCore:
                 return self._respond(tx, call.pending, when)
             return [Send(call.pending, call.source)]
         self._count("no ACK")  # §13.3.1.4: no ACK in 64*T1: the dialog is ended with a BYE
-        return [*self._bye(call, when), *self._end(call, "no ACK for the 2xx")]
+        return [*self._bye(call, when), *self._end(call, end_reason(PEER_GONE, "no ACK for the 2xx"))]
 
     def _bye(self, call: SipCall, now: float) -> list[CoreOutput]:
         cfg = self.config

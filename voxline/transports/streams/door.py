@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 from aiohttp import WSMsgType, web
 
-from ..base import BadRequest, Door, DoorRoute, Refused, Service, Unauthorized
+from ..base import PEER_GONE, BadRequest, Door, DoorRoute, Refused, Service, Unauthorized, end_reason
 from .transport import CLOSE_TIMEOUT, Caller, Counters, StreamLimits, StreamTransport, fault, limits_from
 from .wire import BAD_DATA, POLICY, TOO_BIG, TRY_AGAIN, Dialect, Ignored, Start, Stop, StreamError
 
@@ -129,7 +129,7 @@ async def serve(request: web.Request, service: Service, dialect: Dialect, limits
     except asyncio.CancelledError:
         # aiohttp cancels the handler when the connection is lost (the peer went
         # away, or stopped answering pings): the call ends for that reason.
-        transport.lost(f"connection lost: {ws.exception() or 'the peer went away'}")
+        transport.lost(end_reason(PEER_GONE, f"connection lost ({ws.exception() or 'went away'})"))
         raise
     finally:
         if relay is not None:

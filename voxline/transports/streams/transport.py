@@ -29,7 +29,7 @@ from aiohttp import WSMsgType, web
 
 from voxline.media.frames import Dtmf, EndOfStream, Frame, Interrupt, Mark, Payload
 
-from ..base import Port, SinkMode, TransportTraits, Unsupported, WireMedia
+from ..base import HANGUP, PEER_GONE, Port, SinkMode, TransportTraits, Unsupported, WireMedia, end_reason
 from .wire import BAD_DATA, POLICY, Confirmed, Dialect, Digit, Event, Ignored, Media, Message, Start, Stop, StreamError
 
 __all__ = ["StreamLimits", "Caller", "Counters", "StreamTransport", "limits_from", "fault"]
@@ -287,7 +287,7 @@ class StreamTransport:
             elif name not in self._cleared:
                 self.marks_unknown += 1
         elif t is Stop:
-            return f"stop: {event.reason}"  # type: ignore[union-attr]
+            return end_reason(HANGUP, event.reason)  # type: ignore[union-attr]
         elif t is Ignored:
             self._counters.ignored += 1
         elif t is Start:
@@ -317,7 +317,7 @@ class StreamTransport:
                 msg = await ws.receive(timeout=limits.idle_timeout)
             except TimeoutError:
                 await self.close(POLICY, "peer silent")
-                return "peer silent"
+                return end_reason(PEER_GONE, "silent")
             kind = msg.type
             if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
                 c.received += 1
@@ -336,7 +336,8 @@ class StreamTransport:
                 c.faults += 1
                 return f"error: {ws.exception()}"
             else:  # CLOSE, CLOSING, CLOSED
-                return "peer closed" if not self._closed.is_set() else self.end_reason or "closed"
+                return end_reason(HANGUP, "closed the stream") if not self._closed.is_set() \
+                    else self.end_reason or "closed"
 
     async def ended(self, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
