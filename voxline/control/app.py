@@ -37,7 +37,7 @@ from .doors import CallService, door_routes, door_schemas, load_doors
 from .errors import MAX_BODY, ApiError, error_middleware, json_response, read_json
 from .events import Subscription
 from .metrics import CONTENT_TYPE, Metrics
-from .openapi import Reply, Route, build_document, schemas_for, validate
+from .openapi import SESSION_ID_PATTERN, Reply, Route, build_document, schemas_for, validate
 from .ratelimit import RateLimiter
 from .session import Caps, Session, SessionRegistry, SessionState
 from .stream import SEND_TIMEOUT, stream_events, watch_client
@@ -463,7 +463,10 @@ def create_app(
               *ROUTES)
     app[DOCUMENT] = build_document(routes, agents, __version__, tuple(assets), app[SCHEMAS])
     for route in routes:
-        app.router.add_route(route.method, route.path, _wrap(route))
+        # A session id is routed only where it can be one, so a fixed path beside
+        # it (/v1/sessions/rtp) is a resource of its own (its 405 names only its methods).
+        path = route.path.replace("{session_id}", "{session_id:" + SESSION_ID_PATTERN.strip("^$") + "}")
+        app.router.add_route(route.method, path, _wrap(route))
     app.cleanup_ctx.append(_malformed_ctx)
     app.cleanup_ctx.append(_runtime_ctx)
     app.cleanup_ctx.append(_doors_ctx)

@@ -184,6 +184,8 @@ def _type_ok(value: Any, types: str | list[str]) -> bool:
             continue  # JSON true is not a number
         if isinstance(value, _TYPES[t]):
             return True
+        if t == "integer" and isinstance(value, float) and value.is_integer():
+            return True  # JSON Schema: 1.0 is an integer
     return False
 
 
@@ -220,6 +222,11 @@ def _check(schemas: dict[str, dict[str, Any]], schema: Mapping[str, Any], value:
             raise ApiError(400, "too_long", f"{path} is longer than {schema['maxLength']} characters", where)
         if "pattern" in schema and not re.search(schema["pattern"], value):
             raise ApiError(400, "invalid_value", f"{path} does not match {schema['pattern']}", where)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if "minimum" in schema and value < schema["minimum"]:
+            raise ApiError(400, "too_small", f"{path} must be at least {schema['minimum']}", where)
+        if "maximum" in schema and value > schema["maximum"]:
+            raise ApiError(400, "too_large", f"{path} must be at most {schema['maximum']}", where)
 
 
 def _join(path: str, key: str) -> str:

@@ -20,4 +20,5 @@ DOORS: dict[str, str] = {
     "freeswitch": "voxline.transports.streams.freeswitch:door",
     "freeswitch-stream": "voxline.transports.streams.freeswitch:stream_module_door",
     "sip": "voxline.transports.sip_door:door",
+    "rtp": "voxline.transports.external_media:door",
 }

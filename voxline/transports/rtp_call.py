@@ -279,7 +279,7 @@ class RtpCallTransport:
 
     def _dest(self) -> tuple[str, int] | None:
         s = self.session
-        if s.params.remote is None:
+        if s.params.remote is None and not s.params.learn_remote:
             return None  # on hold by the peer, or no address at all
         return s.filter.learned if self.wait_to_hear else s.send_to
 

@@ -27,7 +27,7 @@ from voxline.codecs import KNOWN
 
 from .base import BadRequest, Door, Refused, Service
 from .rtp.errors import PortsExhausted
-from .rtp.ports import PortAllocator
+from .rtp.ports import shared_allocator
 from .rtp.session import RtpParams
 from .rtp_call import MediaTicker, RtpCallTransport, open_rtp
 from .sip.calls import CallConfirmed, CallEnded, CallState, DtmfReceived, IncomingCall, MediaChanged, SipCall
@@ -73,7 +73,7 @@ class SipDoor:
     def __init__(self, config: Any) -> None:
         self.config = config
         first, last = parse_port_range(config.rtp_ports)
-        self.ports = PortAllocator(first, last)
+        self.ports = shared_allocator(first, last)  # shared with ARI external media
         self.media = media_policy(tuple(config.sip_codecs))
         self.allow = AllowList(tuple(config.sip_allow))
         self.net = SipNetwork(self._message, allow=self.allow)

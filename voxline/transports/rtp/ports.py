@@ -8,12 +8,13 @@ be reused: stray packets of an ended call do not land in the next call at once.
 
 from __future__ import annotations
 
+import weakref
 from collections import deque
 from dataclasses import dataclass
 
 from voxline.transports.rtp.errors import PortsExhausted
 
-__all__ = ["PortPair", "PortAllocator"]
+__all__ = ["PortPair", "PortAllocator", "shared_allocator"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,3 +68,17 @@ class PortAllocator:
             raise ValueError(f"RTP port {pair.rtp} is not allocated")
         self._used.remove(pair.rtp)
         self._free.append(pair.rtp)
+
+
+_SHARED: "weakref.WeakValueDictionary[tuple[int, int, bool], PortAllocator]" = weakref.WeakValueDictionary()
+
+
+def shared_allocator(first: int, last: int, *, rtcp_mux: bool = False) -> PortAllocator:
+    """The process's allocator for ``[first, last]``: every door taking RTP ports
+    from one configured range (SIP calls, ARI external media) shares it, so none
+    hands out a port another holds. It lives while some door holds it."""
+    key = (first, last, rtcp_mux)
+    allocator = _SHARED.get(key)
+    if allocator is None:
+        allocator = _SHARED[key] = PortAllocator(first, last, rtcp_mux=rtcp_mux)
+    return allocator

@@ -70,6 +70,7 @@ class RtpParams:
     remote_rtcp: Address | None = None
     rtcp_mux: bool = False
     peer_sends: bool = True  # False while the peer is on hold (sendonly from us / inactive)
+    learn_remote: bool = False  # no address from signalling: send to whoever we hear (ARI external media)
 
 
 @dataclass(slots=True)
@@ -120,14 +121,14 @@ class RtpSession:
 
     @property
     def send_to(self) -> Address | None:
-        if self.params.remote is None:
+        if self.params.remote is None and not self.params.learn_remote:
             return None
         return self.filter.send_to()
 
     @property
     def rtcp_to(self) -> Address | None:
         if self.params.remote is None:
-            return None
+            return None  # learn_remote included: a peer that gave no address gets no RTCP
         if self.params.rtcp_mux:
             return self.send_to
         learned = self.filter.learned
