@@ -63,3 +63,10 @@ def test_cseq_increments_and_a_terminated_dialog_refuses() -> None:
 def test_two_contacts_make_no_dialog() -> None:
     with pytest.raises(SipUsageError):
         Dialog.as_uas(request("INVITE", extra=(("Contact", "<sip:x@127.0.0.1>"),)), "ours")
+
+
+def test_an_rfc_2543_invite_without_contact_targets_its_from() -> None:
+    invite = request("INVITE")
+    invite.headers.remove("Contact")
+    d = Dialog.as_uas(invite, "ours")
+    assert d.remote_target == invite.from_.uri

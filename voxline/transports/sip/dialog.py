@@ -53,15 +53,17 @@ class Dialog:
 
     @classmethod
     def as_uas(cls, invite: Request, local_tag: str, local_seq: int = 0) -> Dialog:
-        """§12.1.1: the dialog a UAS creates with its response to ``invite``."""
+        """§12.1.1: the dialog a UAS creates with its response to ``invite``. An
+        RFC 2543 INVITE may have no Contact (RFC 4475 §3.4.1): then the remote
+        target is its From, as RFC 2543 had it."""
         contacts = invite.contacts
-        if len(contacts) != 1:
+        if len(contacts) > 1:
             raise SipUsageError("a dialog needs exactly one Contact in the request")
         return cls(
             DialogId(invite.call_id, local_tag, invite.from_.tag or ""),
             local=invite.to.with_tag(local_tag),
             remote=invite.from_,
-            remote_target=contacts[0].uri,
+            remote_target=contacts[0].uri if contacts else invite.from_.uri,
             route_set=[str(r) for r in invite.record_routes],
             local_seq=local_seq,
             remote_seq=invite.cseq.number,

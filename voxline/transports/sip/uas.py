@@ -229,7 +229,7 @@ class UasCore:
         if len(self.calls) >= self.config.max_calls:
             self._count("answered 503")
             return self._respond(tx, make_response(req, 503, to_tag=tag, extra=[("Retry-After", "5")]), now)
-        if len(req.contacts) != 1:
+        if len(req.contacts) > 1:  # none is RFC 2543's way (the From is the target); two are an error
             return self._respond(tx, make_response(req, 400, "Bad Request (Contact: exactly one needed)", to_tag=tag),
                                  now)
         offer, error = self._offer_of(req, tag)
