@@ -66,6 +66,7 @@ class Uac:
         self.call_id = "uac-call-1@127.0.0.1"
         self.cseq = 1
         self.seen: list[Response] = []
+        self.route_set: list[str] = []  # from the 200's Record-Route (a proxy in the path)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -88,6 +89,7 @@ class Uac:
             "Max-Forwards: 70", "From: <sip:uac@127.0.0.1>;tag=uac1", f"To: {to}",
             f"Call-ID: {self.call_id}", f"CSeq: {cseq or self.cseq} {cseq_method or method}",
             f"Contact: <sip:uac@127.0.0.1:{self.sip_port}>",
+            *(f"Route: {r}" for r in (self.route_set if method != "INVITE" or self.to_tag else ())),
         ]
         if body:
             lines.append("Content-Type: application/sdp")
@@ -124,6 +126,7 @@ class Uac:
         resp = await self.final()
         if resp.status == 200:
             self.to_tag = resp.to.tag
+            self.route_set = [str(r) for r in reversed(resp.record_routes)]  # §12.1.2
             self.answer = SessionDescription.parse(resp.body)
             self.send(self.request("ACK", branch="ack1", cseq=1, user=user))
         return resp
