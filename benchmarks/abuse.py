@@ -21,7 +21,7 @@ silence at the caller (a stalled loop shows here), /healthz answered throughout,
 memory at the start of the attacks, at its peak, and after they end (the goal:
 within 50 MB of the start).
 
-    python -m benchmarks.abuse [--calls 10] [--duration 40]
+    python -m benchmarks.abuse [--calls 10] [--duration 40] [--no-warm]
 """
 
 from __future__ import annotations
@@ -304,6 +304,29 @@ async def _health(http: aiohttp.ClientSession, url: str, stop: asyncio.Event) ->
     return {"ok": ok, "failed": failed, "slowest_ms": round(slowest * 1000, 1)}
 
 
+async def _warm(http: aiohttp.ClientSession, url: str) -> None:
+    """The service in ordinary use before the baseline: one assistant call that is
+    greeted and told one sentence. The first synthesis allocates what a voice
+    keeps for good (its kernels, thread pools, phonemizer); that is not what an
+    attack leaves behind, which is what the memory figure is about."""
+    call = Call(http, url, VICTIM, "assistant", silent=True)
+    auth = {"Authorization": f"Bearer {VICTIM}"}
+    try:
+        await call.start()
+        for _ in range(100):
+            async with http.get(f"{url}/v1/sessions/{call.session_id}", headers=auth) as r:
+                if (await r.json()).get("state") == "active":
+                    break
+            await asyncio.sleep(0.1)
+        async with http.post(f"{url}/v1/sessions/{call.session_id}/say", headers=auth,
+                             json={"text": "Thank you for calling. How can I help you today?"}) as r:
+            assert r.status == 202, r.status
+        await asyncio.sleep(6)
+    finally:
+        await call.close()
+    await asyncio.sleep(5)  # ended, and idle long enough for the trim
+
+
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -333,6 +356,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.sleep(3)  # connected, audio flowing
             for c in calls:
                 await c.measure_from_now()
+            if not args.no_warm:
+                await _warm(http, url)
             rss_start = _rss_mb(proc.pid)
             peak = rss_start
             stop = asyncio.Event()
@@ -395,6 +420,7 @@ def cli(argv: list[str] | None = None) -> None:
     parser.add_argument("--settle", type=float, default=15.0, help="seconds after the attacks before the last RSS")
     parser.add_argument("--vad", default="webrtc", choices=("webrtc", "silero"))
     parser.add_argument("--no-attacks", action="store_true", help="the calls alone: the baseline")
+    parser.add_argument("--no-warm", action="store_true", help="take the memory baseline before any synthesis")
     parser.add_argument("--only", nargs="+", choices=ATTACKS, default=ATTACKS, help="these attacks only")
     run_main(parser, main, argv)
 
