@@ -99,13 +99,19 @@ class UasCore:
                 ) -> list[CoreOutput]:
         return self._dispatch(self.layer.receive(msg, source, now, reliable=reliable), now)
 
+    def dispatch(self, outputs: list[Output], now: float) -> list[CoreOutput]:
+        """The layer's outputs for this core (``ua.UserAgent`` routes the rest elsewhere)."""
+        return self._dispatch(outputs, now)
+
     def next_timeout(self) -> float | None:
         times = [t for t in (self.layer.next_timeout(), *(c.deadlines.next() for c in self.calls.values()))
                  if t is not None]
         return min(times) if times else None
 
-    def handle_timeout(self, now: float) -> list[CoreOutput]:
-        out = self._dispatch(self.layer.handle_timeout(now), now)
+    def handle_timeout(self, now: float, *, layer: bool = True) -> list[CoreOutput]:
+        """Fire what is due; ``layer=False``: the calls' own timers only (the layer's
+        timers were fired by whoever shares the layer)."""
+        out = self._dispatch(self.layer.handle_timeout(now), now) if layer else []
         for call in list(self.calls.values()):
             while (due := call.deadlines.pop_due(now)) is not None:
                 out += self._call_timer(call, *due)
