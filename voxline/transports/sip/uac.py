@@ -279,7 +279,7 @@ class UacCore:
             reason = f"no usable answer: {exc}"
             return [*out, *self._bye(call, dialog, now), OutgoingEnded(call, reason, resp.status)]
         call.state = OutgoingState.ANSWERED
-        sip_call = SipCall(dialog, call.invite, call.tx, call.dest, False, None, call.origin,  # type: ignore[arg-type]
+        sip_call = SipCall(dialog, call.invite, call.tx, call.dest, False, None, call.origin,
                            state=CallState.CONFIRMED, negotiated=negotiated, local_sdp=call.offer)
         call.answered = sip_call
         self.uas.calls[dialog.id] = sip_call

@@ -40,6 +40,7 @@ from .calls import (
     SipCall,
     parse_dtmf_relay,
 )
+from .client import ClientInviteTransaction
 from .dialog import Dialog, DialogId, DialogState
 from .errors import SipParseError, SipUsageError
 from .events import Address, Output, RequestReceived, ResponseReceived, Send, TransactionTimeout, TransportError
@@ -160,6 +161,7 @@ class UasCore:
         call.state = CallState.ANSWERED
         call.dialog.state = DialogState.CONFIRMED
         ok = self._response(call, call.invite, 200, sdp=call.local_sdp)
+        assert isinstance(call.tx, ServerInviteTransaction)  # INCOMING and RINGING are incoming calls'
         return self._send_2xx(call, call.tx, ok, now)
 
     def reject(self, call: SipCall, status: int, now: float, *, reason: str | None = None,
@@ -399,8 +401,9 @@ class UasCore:
 
     # -- helpers ----------------------------------------------------------------
 
-    def _respond(self, tx: ServerTransaction, resp: Response, now: float) -> list[CoreOutput]:
-        if tx.terminated:
+    def _respond(self, tx: ServerTransaction | ClientInviteTransaction, resp: Response, now: float
+                 ) -> list[CoreOutput]:
+        if tx.terminated or isinstance(tx, ClientInviteTransaction):  # a call we placed has no INVITE to answer
             return []
         return list(self.layer.respond(tx, resp, now))
 
