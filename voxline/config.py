@@ -12,6 +12,7 @@ between levels). Unknown keys are errors, not silently ignored.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 import types
@@ -152,6 +153,7 @@ class ServiceConfig:
     sip_register: str = ""  # registrar URI, e.g. "sip:10.0.0.5"; "": no registration
     sip_register_expires: int = 3600  # s asked for (60-86400); refreshed at 80% of what is granted
     sip_ring_timeout: float = 60.0  # s a call out may take to be answered (then CANCEL)
+    sip_dial_allow: tuple[str, ...] = ()  # networks calls out may go to without a proxy, e.g. ("10.0.0.0/8",); empty: any
     providers: ProvidersConfig = field(default_factory=ProvidersConfig)
     streams: StreamsConfig = field(default_factory=StreamsConfig)
     audiosocket_host: str = "127.0.0.1"  # AudioSocket carries no credentials: keep it on a trusted network
@@ -192,6 +194,11 @@ def _check_sip_trunk(c: ServiceConfig) -> None:
         raise ConfigError("sip_register needs sip_trunk_user (the user registered)")
     if not 60 <= c.sip_register_expires <= 86400:
         raise ConfigError(f"sip_register_expires must be 60-86400 s, got {c.sip_register_expires}")
+    for net in c.sip_dial_allow:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError as exc:
+            raise ConfigError(f"sip_dial_allow: {exc}") from exc
     if not 0 < c.sip_ring_timeout <= 600:
         raise ConfigError(f"sip_ring_timeout must be more than 0 and at most 600 s, got {c.sip_ring_timeout}")
 

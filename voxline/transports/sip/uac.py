@@ -97,6 +97,7 @@ class OutgoingCall:
     tx: ClientInviteTransaction
     state: OutgoingState = OutgoingState.CALLING
     cancel_wanted: bool = False
+    authenticate: bool = True  # answer challenges with our credentials
     auth_tries: int = 0
     status: int | None = None  # the last response's
     early: SessionDescription | None = None  # an SDP answer in a provisional
@@ -146,8 +147,11 @@ class UacCore:
     # -- the glue's side -------------------------------------------------------------
 
     def dial(self, uri: SipUri, dest: Address, rtp: tuple[str, int], now: float, *,
-             from_: NameAddr | None = None, to: NameAddr | None = None) -> tuple[OutgoingCall, list[Output]]:
-        """Call ``uri`` through ``dest`` offering RTP at ``rtp`` (host, port)."""
+             from_: NameAddr | None = None, to: NameAddr | None = None, authenticate: bool = True
+             ) -> tuple[OutgoingCall, list[Output]]:
+        """Call ``uri`` through ``dest`` offering RTP at ``rtp`` (host, port).
+        ``authenticate``: answer the call's challenges with our credentials (only a
+        call that goes to our trunk should: anyone may be dialled)."""
         if len(self.calls) >= MAX_OUTGOING:
             raise OverflowError(f"{MAX_OUTGOING} outgoing calls already")
         cfg = self.config
@@ -168,7 +172,8 @@ class UacCore:
         invite.set_body(bytes(offer), SDP)
         tx, out = self.layer.request(invite, dest, now)
         assert isinstance(tx, ClientInviteTransaction)
-        call = OutgoingCall(uri, local, remote, invite.call_id, dest, offer, origin, invite, tx)
+        call = OutgoingCall(uri, local, remote, invite.call_id, dest, offer, origin, invite, tx,
+                            authenticate=authenticate)
         call.deadlines.set("ring", now + cfg.ring_timeout)
         self.calls[call.call_id] = call
         return call, list(out)
@@ -246,6 +251,9 @@ class UacCore:
         return out
 
     def _challenged(self, call: OutgoingCall, resp: Response, now: float) -> list[Output | UacEvent]:
+        if not call.authenticate:
+            return self._fail(call, f"authentication failed: {resp.status} {resp.reason}: "
+                                    "this target is not the trunk", resp.status)
         if call.auth_tries >= MAX_AUTH:
             return self._fail(call, f"authentication failed: {resp.status} {resp.reason}", resp.status)
         try:

@@ -383,6 +383,10 @@ class UasCore:
         _, out = self.layer.request(bye, self._next_hop(call), now, reliable=call.reliable)
         return list(out)
 
+    def next_hop(self, call: SipCall) -> Address:
+        """Where the call's in-dialog requests go."""
+        return self._next_hop(call)
+
     def _next_hop(self, call: SipCall) -> Address:
         uri = call.dialog.next_hop()
         if isinstance(uri, SipUri) and _is_ip(uri.host):
