@@ -47,7 +47,7 @@ from .sip.events import Send
 from .sip.message import Request, Response
 from .sip.offer_answer import MediaPolicy, Negotiated, NoCodec
 from .sip.refer import TransferUpdate
-from .sip.register import Registered, Registration, RegistrationFailed
+from .sip.register import Registered, Registration, RegistrationFailed, RegistrationState
 from .sip.ua import UaOutput, UserAgent
 from .sip.uac import CallAnswered, CallProgress, OutgoingCall, OutgoingEnded, OutgoingState, UacConfig
 from .sip.uas import UasConfig, UasCore
@@ -169,6 +169,12 @@ class SipDoor:
             await session.end("service stopping")
         for pending in list(self.outgoing.values()):
             await pending.session.end("service stopping")
+        reg = ua.registration if ua is not None else None
+        if reg is not None:  # let the registrar's answer to Expires: 0 come (a challenge included)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + STOP_TIMEOUT
+            while reg.state is RegistrationState.UNREGISTERING and loop.time() < deadline:
+                await asyncio.sleep(0.02)
         if self._timer is not None:
             self._timer.cancel()
         await self.ticker.stop()

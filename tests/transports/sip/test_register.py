@@ -130,3 +130,14 @@ def test_stop_removes_the_binding_and_nothing_is_retried() -> None:
     assert h.sent[-1].headers.get("Expires") == "0" and h.sent[-1].cseq.number == 2
     h.answer(200)
     assert h.reg.state is RegistrationState.IDLE and h.reg.next_timeout() is None
+
+
+def test_removing_the_binding_answers_a_challenge_too() -> None:
+    h = Harness(Credentials("alice", "pw"))
+    h.start()
+    h.answer(200)
+    h.keep(h.reg.stop(h.now))
+    assert h.answer(401, [("WWW-Authenticate", 'Digest realm="r", nonce="n9"')]) == []
+    again = h.sent[-1]
+    assert again.headers.get("Expires") == "0" and again.headers.get("Authorization") and again.cseq.number == 3
+    assert h.answer(200) == [] and h.reg.state is RegistrationState.IDLE

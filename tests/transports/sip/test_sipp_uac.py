@@ -47,6 +47,12 @@ async def service(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Any, Te
         await server.close()
 
 
+def _bound(port: int) -> bool:
+    """Whether a UDP socket is bound to ``port`` on this machine (from /proc/net/udp)."""
+    want = f":{port:04X} "
+    return any(want in line.split("\n")[0][:40] for line in Path("/proc/net/udp").read_text().splitlines()[1:])
+
+
 class Sipp:
     """sipp running a UAS scenario for one call, on loopback ports of its own."""
 
@@ -63,7 +69,9 @@ class Sipp:
         self.proc = await asyncio.create_subprocess_exec(*cmd, cwd=self.cwd, stdout=asyncio.subprocess.PIPE,
                                                          stderr=asyncio.subprocess.STDOUT,
                                                          env={**os.environ, "TERM": "dumb"})
-        await asyncio.sleep(0.3)  # listening
+        async with asyncio.timeout(5.0):  # until its UDP port is bound: an INVITE before that is lost
+            while not _bound(self.port):
+                await asyncio.sleep(0.02)
         return self
 
     async def result(self, timeout: float = 40.0) -> tuple[int, str]:
@@ -130,3 +138,43 @@ async def test_sipp_accepts_a_refer_and_the_session_ends_transferred(service: An
     assert rc == 0, out[-3000:]
     await released(app)
     assert session.end_reason == "transferred"
+
+
+async def test_sipp_registrar_challenges_grants_and_takes_the_removal(tmp_path: Path) -> None:
+    async with Sipp("registrar_digest.xml", tmp_path) as sipp:
+        cfg = config(rtp_ports="31500-31509", sip_trunk_user="alice", sip_trunk_password="s3cret",
+                     sip_trunk_domain="127.0.0.1", sip_register=f"sip:127.0.0.1:{sipp.port}")
+        app = create_app(cfg, Runtime)
+        server = TestServer(app, host="127.0.0.1", port=0)
+        await server.start_server()
+        try:
+            door = sip_door(app)
+            reg = door.ua.registration  # type: ignore[union-attr]
+            assert reg is not None
+            await until(lambda: reg.state.value == "registered", 10.0)
+            assert reg.granted == 120 and reg.deadlines.next() is not None
+            assert door.stats()["registration"] == {"state": "registered", "expires": 120, "error": None}
+            assert str(reg.request.from_.uri) == "sip:alice@127.0.0.1"  # type: ignore[union-attr]
+        finally:
+            await server.close()  # the binding is removed (Expires: 0, challenged and answered)
+        assert reg.state.value == "idle"
+        rc, out = await sipp.result()
+    assert rc == 0, out[-3000:]
+
+
+async def test_sipp_registrar_granting_2_s_gets_a_refresh_before_it_lapses(tmp_path: Path) -> None:
+    async with Sipp("registrar_refresh.xml", tmp_path) as sipp:
+        cfg = config(rtp_ports="31510-31519", sip_trunk_user="alice", sip_register=f"sip:127.0.0.1:{sipp.port}")
+        app = create_app(cfg, Runtime)
+        server = TestServer(app, host="127.0.0.1", port=0)
+        await server.start_server()
+        try:
+            reg = sip_door(app).ua.registration  # type: ignore[union-attr]
+            assert reg is not None
+            await until(lambda: reg.granted == 2, 5.0)
+            await until(lambda: reg.granted == 120, 5.0)  # refreshed at 1.6 s
+            assert reg.cseq == 2 and reg.state.value == "registered"
+        finally:
+            await server.close()
+        rc, out = await sipp.result()
+    assert rc == 0, out[-3000:]

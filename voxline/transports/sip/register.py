@@ -132,12 +132,7 @@ class Registration:
         if resp.status < 200:
             return []
         assert self.request is not None
-        if self.state is RegistrationState.UNREGISTERING:
-            self.state = RegistrationState.IDLE
-            return []
-        if resp.status < 300:
-            return self._registered(resp, now)
-        if resp.status in (401, 407) and self.auth_tries < MAX_AUTH:
+        if resp.status in (401, 407) and self.auth_tries < MAX_AUTH:  # removing the binding is challenged too
             try:
                 again = self.auth.retry(self.request, resp, via=self._via())
             except AuthFailed as exc:
@@ -145,6 +140,11 @@ class Registration:
             self.auth_tries += 1
             self.cseq = again.cseq.number
             return [*self._send(again, now)]
+        if self.state is RegistrationState.UNREGISTERING:
+            self.state = RegistrationState.IDLE
+            return [] if resp.status < 300 else [RegistrationFailed(f"{resp.status} {resp.reason}", None)]
+        if resp.status < 300:
+            return self._registered(resp, now)
         if resp.status == 423:
             try:
                 least = parse_delta_seconds(resp.headers.get("Min-Expires") or "", "Min-Expires")
