@@ -49,3 +49,29 @@ def test_bad_file_is_a_clear_error(tmp_path: Path) -> None:
         load_config(f, env={})
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.toml", env={})
+
+
+@pytest.mark.parametrize(
+    "env,message",
+    [
+        ({"VOXLINE_SIP_TRUNK_PASSWORD": "pw"}, "sip_trunk_password is set but sip_trunk_user is not"),
+        ({"VOXLINE_SIP_REGISTER": "sip:10.0.0.5"}, "sip_register needs sip_trunk_user"),
+        ({"VOXLINE_SIP_REGISTER": "tel:+1555", "VOXLINE_SIP_TRUNK_USER": "u"}, "sip_register must be a sip:"),
+        ({"VOXLINE_SIP_OUTBOUND_PROXY": "a b"}, "sip_outbound_proxy"),
+        ({"VOXLINE_SIP_TRUNK_DOMAIN": "u@trunk"}, "sip_trunk_domain must be a sip: host"),
+        ({"VOXLINE_SIP_REGISTER_EXPIRES": "30"}, "sip_register_expires must be 60-86400"),
+        ({"VOXLINE_SIP_RING_TIMEOUT": "0"}, "sip_ring_timeout must be more than 0"),
+        ({"VOXLINE_SIP_TRUNK_USER": 'a"b'}, "sip_trunk_user must be at most 256 characters"),
+    ],
+)
+def test_sip_trunk_settings_are_checked(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(env=env)
+
+
+def test_sip_trunk_settings() -> None:
+    cfg = load_config(env={"VOXLINE_SIP_TRUNK_USER": "alice", "VOXLINE_SIP_TRUNK_PASSWORD": "pw",
+                           "VOXLINE_SIP_OUTBOUND_PROXY": "127.0.0.1:5090", "VOXLINE_SIP_REGISTER": "sip:127.0.0.1:5090"})
+    assert (cfg.sip_trunk_user, cfg.sip_outbound_proxy, cfg.sip_register) == ("alice", "127.0.0.1:5090",
+                                                                             "sip:127.0.0.1:5090")
+    assert ServiceConfig().sip_register == "" and ServiceConfig().sip_ring_timeout == 60.0

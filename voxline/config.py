@@ -12,6 +12,7 @@ between levels). Unknown keys are errors, not silently ignored.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 import types
@@ -142,6 +143,17 @@ class ServiceConfig:
     rtp_timeout: float = 30.0  # s without RTP or RTCP before a call is ended
     sip_allow: tuple[str, ...] = ()  # peer networks allowed to call, e.g. ("10.0.0.0/8",); empty: any
     sip_codecs: tuple[str, ...] = ()  # codec preference by SDP name (PCMU, PCMA, G722, opus); empty: that order
+    # Calls out (POST /v1/calls) and a trunk. The credentials answer digest
+    # challenges (401/407) of the trunk only: calls through the outbound proxy,
+    # or to the trunk's domain, and REGISTER; never a target anyone may dial.
+    sip_trunk_user: str = ""
+    sip_trunk_password: str = ""
+    sip_trunk_domain: str = ""  # our From domain and the trunk's host; "": sip_host, no trunk by name
+    sip_outbound_proxy: str = ""  # "host[:port]" (an IP address) every call out goes through; "": straight
+    sip_register: str = ""  # registrar URI, e.g. "sip:10.0.0.5"; "": no registration
+    sip_register_expires: int = 3600  # s asked for (60-86400); refreshed at 80% of what is granted
+    sip_ring_timeout: float = 60.0  # s a call out may take to be answered (then CANCEL)
+    sip_dial_allow: tuple[str, ...] = ()  # networks calls out may go to without a proxy, e.g. ("10.0.0.0/8",); empty: any
     providers: ProvidersConfig = field(default_factory=ProvidersConfig)
     streams: StreamsConfig = field(default_factory=StreamsConfig)
     audiosocket_host: str = "127.0.0.1"  # AudioSocket carries no credentials: keep it on a trusted network
@@ -151,6 +163,44 @@ class ServiceConfig:
     @property
     def auth_enabled(self) -> bool:
         return bool(self.api_tokens or self.jwt_public_key)
+
+    def __post_init__(self) -> None:
+        _check_sip_trunk(self)
+
+
+def _check_sip_trunk(c: ServiceConfig) -> None:
+    """The outbound SIP settings, checked once here so the door can trust them."""
+    from voxline.transports.sip.errors import SipParseError
+    from voxline.transports.sip.uri import SipUri, parse_uri
+
+    if c.sip_trunk_password and not c.sip_trunk_user:
+        raise ConfigError("sip_trunk_password is set but sip_trunk_user is not")
+    for key, text in (("sip_trunk_user", c.sip_trunk_user), ("sip_trunk_password", c.sip_trunk_password)):
+        if len(text) > 256 or any(ch in text for ch in '\r\n"\\'):
+            raise ConfigError(f"{key} must be at most 256 characters without quotes, backslashes or line breaks")
+    checks = (("sip_trunk_domain", f"sip:{c.sip_trunk_domain}" if c.sip_trunk_domain else ""),
+              ("sip_outbound_proxy", f"sip:{c.sip_outbound_proxy}" if c.sip_outbound_proxy else ""),
+              ("sip_register", c.sip_register))
+    for key, text in checks:
+        if not text:
+            continue
+        try:
+            uri = parse_uri(text, key)
+        except SipParseError as exc:
+            raise ConfigError(f"{key}: {exc}") from exc
+        if not isinstance(uri, SipUri) or uri.scheme != "sip" or (key != "sip_register" and uri.user is not None):
+            raise ConfigError(f"{key} must be a sip: host[:port], got {text!r}")
+    if c.sip_register and not c.sip_trunk_user:
+        raise ConfigError("sip_register needs sip_trunk_user (the user registered)")
+    if not 60 <= c.sip_register_expires <= 86400:
+        raise ConfigError(f"sip_register_expires must be 60-86400 s, got {c.sip_register_expires}")
+    for net in c.sip_dial_allow:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError as exc:
+            raise ConfigError(f"sip_dial_allow: {exc}") from exc
+    if not 0 < c.sip_ring_timeout <= 600:
+        raise ConfigError(f"sip_ring_timeout must be more than 0 and at most 600 s, got {c.sip_ring_timeout}")
 
 
 def load_config(

@@ -114,7 +114,8 @@ class LiveServer:
 @pytest.fixture(scope="module")
 def live() -> Iterator[LiveServer]:
     # Unlimited creation rate and room for many sessions, so generated valid offers get 201.
-    config = ServiceConfig(api_tokens=(STATIC_TOKEN,), sessions_per_minute=0, max_sessions=10_000)
+    config = ServiceConfig(api_tokens=(STATIC_TOKEN,), sessions_per_minute=0, max_sessions=10_000,
+                           sip_port=0, sip_dial_allow=("127.0.0.0/8",))  # calls out: loopback only
     with LiveServer(config) as server:
         yield server
 
@@ -128,6 +129,10 @@ def _st() -> str:
 
 # Schemathesis's own list plus 413: a body over the size limit is refused as too
 # large before it is parsed, which is the right answer to an oversized invalid body.
+#
+# A SIP URI's schema (a call's target, a transfer's) is a string starting
+# "sip:"; the URI grammar (RFC 3261 §25) is the service's to check, and a target
+# that does not resolve or is outside sip_dial_allow is a 400 naming "to".
 #
 # An SDP offer's schema is a string starting "v=0"; what makes it an offer
 # (a fingerprint, ICE credentials, an audio m-line, at most 8 m-lines) is checked
@@ -145,6 +150,14 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403",
 
 [[operations]]
 include-operation-id = "createExternalMediaSession"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "429", "5xx"]
+
+[[operations]]
+include-operation-id = "createCall"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "429", "5xx"]
+
+[[operations]]
+include-operation-id = "transferSession"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "429", "5xx"]
 """
 
@@ -172,7 +185,7 @@ def _schemathesis(url: str, tmp_path: Path, examples: int = 40) -> str:
     report = out.stdout + out.stderr
     # Reproduction commands can quote bodies of hundreds of KiB: keep the failure readable.
     assert out.returncode == 0, report if len(report) < 20_000 else report[:10_000] + "\n...\n" + report[-10_000:]
-    assert "12 selected / 20 total" in report, report  # every HTTP operation was exercised
+    assert "14 selected / 22 total" in report, report  # every HTTP operation was exercised
     return report
 
 
@@ -192,7 +205,8 @@ def test_the_real_service_conforms_to_its_document(tmp_path: Path) -> None:
     # session to its routes (inspect, say, interrupt, end).
     config = ServiceConfig(api_tokens=(STATIC_TOKEN,), agent="echo", vad="webrtc", ice_hosts=("127.0.0.1",),
                            sessions_per_minute=0, max_sessions=10_000, max_pending_per_token=10_000,
-                           max_sessions_per_token=10_000, pending_timeout=2.0)
+                           max_sessions_per_token=10_000, pending_timeout=2.0,
+                           sip_port=0, sip_dial_allow=("127.0.0.0/8",), sip_ring_timeout=2.0)
     with LiveServer(config, EchoRuntime) as server:
         report = _schemathesis(server.url, tmp_path, examples=15)
         admitted = server.app[SESSIONS].admitted

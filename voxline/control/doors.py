@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from voxline.transports import DOORS
-from voxline.transports.base import BadRequest, Door, DoorRoute, Refused, Transport, Unauthorized
+from voxline.transports.base import BadRequest, Conflict, Door, DoorRoute, NotFound, Refused, Transport, Unauthorized
 
 from .admission import Admission, capacity_error
 from .auth import AuthError, Authenticator, Identity
@@ -69,6 +69,9 @@ class CallService:
         if kind not in self._agents:
             raise BadRequest("agent", f"agent must be one of {', '.join(self._agents)}, not {kind!r}")
         return self.admission.admit(transport, kind, tenant=tenant, key=key)
+
+    def session(self, session_id: str, tenant: str) -> Session | None:
+        return self.admission.registry.get(session_id, tenant)
 
     async def open(self, call: Any, transport: Transport) -> None:
         bind_session(call.id)  # the transport's libraries log from tasks started here on
@@ -145,6 +148,10 @@ def _handler(route: DoorRoute, service: Callable[[web.Request], CallService], id
             raise refusal(exc) from exc
         except BadRequest as exc:
             raise ApiError(400, "invalid_" + exc.field, exc.message, exc.field) from exc
+        except Conflict as exc:
+            raise ApiError(409, exc.code, exc.message) from exc
+        except NotFound as exc:
+            raise ApiError(404, "not_found", str(exc), "session_id") from exc
         except TimeoutError as exc:
             raise ApiError(504, "timeout", f"{route.path}: not answered in time") from exc
         if isinstance(result, web.StreamResponse):

@@ -96,6 +96,9 @@ class Session:
         self.endpoint: Endpoint | None = None
         self.events = EventBus(self.id)
         self.extra: dict[str, Any] = {}
+        # A door whose media connects later than ``pending_timeout`` allows (a call
+        # out rings first) sets this, on the loop's clock; the registry waits for it.
+        self.connect_by: float | None = None
         self._ending: asyncio.Task[None] | None = None
         self._weak_end = False  # the pending end came from a callback (end_soon): an explicit end's reason wins
         self._log = logging.LoggerAdapter(log, {"session_id": self.id})
@@ -237,6 +240,11 @@ class SessionRegistry:
 
     def _connect_deadline(self, session: Session) -> None:
         if session.state in PENDING and self._sessions.get(session.id) is session:
+            loop = asyncio.get_running_loop()
+            later = (session.connect_by or 0.0) - loop.time()
+            if later > 0:
+                loop.call_later(later, self._connect_deadline, session)
+                return
             session.end_soon("connect timeout")
 
     def _settled(self, session: Session) -> None:

@@ -65,6 +65,8 @@ __all__ = [
     "BadRequest",
     "Unauthorized",
     "Unsupported",
+    "Conflict",
+    "NotFound",
     "Call",
     "Service",
     "DoorRoute",
@@ -163,6 +165,20 @@ class BadRequest(ValueError):
         super().__init__(message)
         self.field = field
         self.message = message
+
+
+class Conflict(Exception):
+    """The request does not fit the state of what it names (a session that is not
+    a SIP call, a transfer already under way): an HTTP door answers 409 with ``code``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class NotFound(Exception):
+    """What the request names does not exist (or is another tenant's): HTTP 404."""
 
 
 class Unauthorized(Exception):
@@ -267,6 +283,10 @@ class Service(Protocol):
 
     async def open(self, call: Call, transport: Transport) -> None:
         """Build the call's pipeline on ``transport`` and start it."""
+        ...
+
+    def session(self, session_id: str, tenant: str) -> Call | None:
+        """This tenant's session ``session_id`` (any transport), or None."""
         ...
 
 

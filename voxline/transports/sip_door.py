@@ -10,6 +10,15 @@ arrives and with time; this module only carries out the core's decisions:
     BYE, CANCEL, no ACK, RTP inactivity -> the session ends, its port is released
     the session ends from our side (API, agent) -> BYE
 
+Calls out (``POST /v1/calls``, see ``sip_out``): admitted like the rest, an RTP
+port pair, an INVITE with our offer (through ``sip_outbound_proxy`` when set,
+answering the trunk's digest challenges); the answer builds the pipeline and
+media flows; a refusal, no answer or the session ending first ends it (CANCEL
+while it rings). ``POST /v1/sessions/{id}/transfer`` REFERs the peer of any
+answered SIP call elsewhere; the session ends "transferred" once the peer's new
+call is answered. With ``sip_register`` set, the door registers with the trunk
+and keeps the binding fresh.
+
 The Request-URI's user picks the agent when it names one (``sip:echo@host``).
 Every wait is bounded (an answer that takes more than ``ANSWER_TIMEOUT`` is a
 503), and a failure in one call never reaches another or the listener.
@@ -19,24 +28,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import functools
 
 from voxline.codecs import KNOWN
 
-from .base import BadRequest, Door, Refused, Service
+from .base import BadRequest, Conflict, Door, Refused, Service
 from .rtp.errors import PortsExhausted
 from .rtp.ports import shared_allocator
 from .rtp.session import RtpParams
 from .rtp_call import MediaTicker, RtpCallTransport, open_rtp
+from .sip.address import NameAddr
 from .sip.calls import CallConfirmed, CallEnded, CallState, DtmfReceived, IncomingCall, MediaChanged, SipCall
+from .sip.digest import Credentials
 from .sip.events import Send
 from .sip.message import Request, Response
 from .sip.offer_answer import MediaPolicy, Negotiated, NoCodec
-from .sip.uas import CoreOutput, UasConfig, UasCore
-from .sip.uri import SipUri
+from .sip.refer import TransferUpdate
+from .sip.register import Registered, Registration, RegistrationFailed, RegistrationState
+from .sip.ua import UaOutput, UserAgent
+from .sip.uac import CallAnswered, CallProgress, OutgoingCall, OutgoingEnded, OutgoingState, UacConfig
+from .sip.uas import UasConfig, UasCore
+from .sip.uri import SipUri, parse_uri
 from .sip_net import AllowList, SipNetwork
+from .sip_out import Dialing, Outgoing, resolve, routes, schemas
 
 __all__ = ["SipDoor", "door", "parse_port_range", "media_policy"]
 
@@ -76,10 +93,13 @@ class SipDoor:
         self.ports = shared_allocator(first, last)  # shared with ARI external media
         self.media = media_policy(tuple(config.sip_codecs))
         self.allow = AllowList(tuple(config.sip_allow))
+        self.dial_allow = AllowList(tuple(config.sip_dial_allow))
         self.net = SipNetwork(self._message, allow=self.allow)
         self.ticker = MediaTicker()
         self.service: Service | None = None
         self.core: UasCore | None = None
+        self.ua: UserAgent | None = None
+        self.outgoing: dict[OutgoingCall, Outgoing] = {}  # calls out not answered yet
         self.transports: dict[SipCall, RtpCallTransport] = {}
         self.sessions: dict[SipCall, Any] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -105,26 +125,61 @@ class SipDoor:
             log.error("SIP door: %s", self.error)
             return
         host = self._media_host()
+        cfg = self.config
         self.core = UasCore(UasConfig(host, self.address[1], media=self.media))
-        log.info("SIP listening on %s:%d (UDP, TCP); RTP %s", *self.address, self.config.rtp_ports)
+        creds = Credentials(cfg.sip_trunk_user, cfg.sip_trunk_password) if cfg.sip_trunk_user else None
+        self.ua = UserAgent(self.core, UacConfig(host, self.address[1], user=cfg.sip_trunk_user or "voxline",
+                                                 credentials=creds, ring_timeout=cfg.sip_ring_timeout,
+                                                 media=self.media))
+        log.info("SIP listening on %s:%d (UDP, TCP); RTP %s", *self.address, cfg.rtp_ports)
+        if cfg.sip_register:
+            await self._register()
+
+    async def _register(self) -> None:
+        ua, cfg = self.ua, self.config
+        assert ua is not None
+        registrar = parse_uri(cfg.sip_register)
+        assert isinstance(registrar, SipUri)
+        try:
+            dest = await resolve(cfg.sip_outbound_proxy or registrar.hostport)
+        except OSError as exc:
+            self.error = f"cannot register: {exc}"
+            log.error("SIP door: %s", self.error)
+            return
+        aor = SipUri(cfg.sip_trunk_domain or registrar.host, cfg.sip_trunk_user)
+        ua.registration = Registration(ua.layer, ua.uac.auth, registrar, aor, ua.uac.config.contact, dest,
+                                       ua.uac.config.via, expires=cfg.sip_register_expires)
+        self._apply(ua.registration.start(asyncio.get_running_loop().time()))
 
     async def stop(self) -> None:
-        core = self.core
-        if core is not None:
+        core, ua = self.core, self.ua
+        if core is not None and ua is not None:
             loop = asyncio.get_running_loop()
+            for out in list(self.outgoing):
+                self._apply(ua.uac.cancel(out, loop.time(), "service stopping"))
             for call in list(core.calls.values()):
                 self._apply(core.hang_up(call, loop.time(), "service stopping"))
+            if ua.registration is not None:
+                self._apply(ua.registration.stop(loop.time()))
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=STOP_TIMEOUT)
         for call, session in list(self.sessions.items()):
             await session.end("service stopping")
+        for pending in list(self.outgoing.values()):
+            await pending.session.end("service stopping")
+        reg = ua.registration if ua is not None else None
+        if reg is not None:  # let the registrar's answer to Expires: 0 come (a challenge included)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + STOP_TIMEOUT
+            while reg.state is RegistrationState.UNREGISTERING and loop.time() < deadline:
+                await asyncio.sleep(0.02)
         if self._timer is not None:
             self._timer.cancel()
         await self.ticker.stop()
         await self.net.stop()
-        self.core = None
+        self.core = self.ua = None
 
     def _media_host(self) -> str:
         host = self.config.sip_host
@@ -133,27 +188,27 @@ class SipDoor:
     # -- messages and time ---------------------------------------------------------
 
     def _message(self, msg: Request | Response, source: tuple[str, int], reliable: bool) -> None:
-        if self.core is None:
+        if self.ua is None:
             return
         now = asyncio.get_running_loop().time()
-        self._apply(self.core.receive(msg, source, now, reliable=reliable))
+        self._apply(self.ua.receive(msg, source, now, reliable=reliable))
 
     def _on_timer(self) -> None:
         self._timer = None
-        if self.core is not None:
-            self._apply(self.core.handle_timeout(asyncio.get_running_loop().time()))
+        if self.ua is not None:
+            self._apply(self.ua.handle_timeout(asyncio.get_running_loop().time()))
 
-    def _apply(self, outputs: list[CoreOutput]) -> None:
-        """Carry out what the core decided, then re-arm its timer."""
-        core = self.core
-        if core is None:
+    def _apply(self, outputs: Sequence[UaOutput]) -> None:
+        """Carry out what the user agent decided, then re-arm its timer."""
+        ua = self.ua
+        if ua is None:
             return
         pending = list(outputs)
         while pending:
             o = pending.pop(0)
             if isinstance(o, Send):
                 if not self.net.send(o.message, o.dest, self._reliable(o)):
-                    pending += core.transport_error(o, asyncio.get_running_loop().time())
+                    pending += ua.transport_error(o, asyncio.get_running_loop().time())
             elif isinstance(o, IncomingCall):
                 self._spawn(self._answer(o.call))
             elif isinstance(o, CallConfirmed):
@@ -170,10 +225,51 @@ class SipDoor:
                     t.inbound_dtmf(o.digit, o.duration)
             elif isinstance(o, CallEnded):
                 log.info("SIP call %s ended: %s", o.call.id.call_id, o.reason)
+                ua.transfers.forget(o.call)
                 t = self.transports.get(o.call)
                 if t is not None:
                     t.gone(o.reason)
+            else:
+                self._outbound_event(o)
         self._arm()
+
+    def _outbound_event(self, o: UaOutput) -> None:
+        if isinstance(o, CallProgress):
+            pending = self.outgoing.get(o.call)
+            if pending is not None:
+                pending.session.events.publish("sip", state="ringing", status=o.status, reason=o.reason)
+        elif isinstance(o, CallAnswered):
+            pending = self.outgoing.pop(o.call, None)
+            if pending is not None:
+                self._spawn(self._connect(pending, o.sip_call, o.negotiated))
+            elif self.core is not None:  # its session is gone: nobody to talk to
+                self._apply(self.core.hang_up(o.sip_call, asyncio.get_running_loop().time(), "session ended"))
+        elif isinstance(o, OutgoingEnded):
+            log.info("SIP call out %s ended: %s", o.call.call_id, o.reason)
+            pending = self.outgoing.pop(o.call, None)
+            if pending is not None:
+                pending.release()
+                pending.session.events.publish("sip", state="ended", status=o.status, reason=o.reason)
+                pending.session.end_soon(o.reason)
+        elif isinstance(o, TransferUpdate):
+            self._transfer_update(o)
+        elif isinstance(o, Registered):
+            self.error = None
+            log.info("SIP registered with %s for %d s", self.config.sip_register, o.expires)
+        elif isinstance(o, RegistrationFailed):
+            log.warning("x SIP registration with %s failed: %s%s", self.config.sip_register, o.reason,
+                        f"; again in {o.retry_in:.0f} s" if o.retry_in is not None else "")
+
+    def _transfer_update(self, o: TransferUpdate) -> None:
+        call = o.transfer.call
+        session = self.sessions.get(call)
+        if session is None:
+            return
+        state = ("transferred" if o.ok else "failed") if o.final else "accepted" if o.status == 202 else "progress"
+        session.events.publish("transfer", state=state, status=o.status, reason=o.reason, to=o.transfer.target)
+        log.info("SIP call %s transfer to %s: %s %s", call.id.call_id, o.transfer.target, state, o.reason)
+        if o.final and o.ok:  # RFC 5589 §6: the transferor hangs up once the new call is up
+            session.end_soon("transferred")
 
     def _reliable(self, send: Send) -> bool:
         tx = send.transaction
@@ -182,10 +278,10 @@ class SipDoor:
         return send.dest in self.net.connections
 
     def _arm(self) -> None:
-        core = self.core
-        if core is None:
+        ua = self.ua
+        if ua is None:
             return
-        when = core.next_timeout()
+        when = ua.next_timeout()
         if self._timer is not None:
             if when is not None and self._timer.when() == when:
                 return
@@ -241,6 +337,93 @@ class SipDoor:
             if call.state is CallState.ENDED or not _live(session):
                 await self._drop(call, session, transport)
 
+    # -- calling out ---------------------------------------------------------------------
+
+    async def dial(self, session: Any, to: SipUri, from_: NameAddr | None) -> OutgoingCall:
+        """Send the INVITE for ``session``; the answer (or its failure) comes as events."""
+        ua, cfg = self.ua, self.config
+        if ua is None:
+            raise Conflict("sip_off", "SIP is not listening: " + (self.error or "stopped"))
+        proxy = cfg.sip_outbound_proxy
+        try:
+            dest = await resolve(proxy or to.hostport)
+        except OSError as exc:
+            raise BadRequest("to", f"to: {exc}") from exc
+        if not proxy and not self.dial_allow.allows(dest[0]):
+            raise BadRequest("to", f"to: {dest[0]} is not in sip_dial_allow")
+        trunk = bool(proxy) or (bool(cfg.sip_trunk_domain) and to.host.lower() == cfg.sip_trunk_domain.lower())
+        if from_ is None and cfg.sip_trunk_user:
+            from_ = NameAddr(SipUri(cfg.sip_trunk_domain or self._media_host(), cfg.sip_trunk_user))
+        host = self._media_host()
+        pair, rtp, rtcp = await open_rtp(self.ports, host)
+        pending = Outgoing(session, pair, rtp, rtcp, self.ports)
+        if _live(session) is False or self.ua is None:
+            pending.release()
+            raise Conflict("ended", "the session ended before the call was placed")
+        loop = asyncio.get_running_loop()
+        call, out = self.ua.uac.dial(to, dest, (host, pair.rtp), loop.time(), from_=from_, authenticate=trunk)
+        pending.call = call
+        self.outgoing[call] = pending
+        session.endpoint = Dialing(self, pending)
+        session.connect_by = loop.time() + cfg.sip_ring_timeout + ANSWER_TIMEOUT
+        session.extra["sip_call_id"] = call.call_id
+        log.info("SIP call out %s to %s via %s:%d", call.call_id, to, *dest, extra={"session_id": session.id})
+        self._apply(out)
+        return call
+
+    def cancel_outgoing(self, pending: Outgoing) -> None:
+        """The session ended while its call rang: CANCEL, and the port is free at once."""
+        pending.release()
+        call = pending.call
+        if call is None or self.ua is None:
+            return
+        self.outgoing.pop(call, None)
+        if call.state not in (OutgoingState.ANSWERED, OutgoingState.ENDED):
+            self._apply(self.ua.uac.cancel(call, asyncio.get_running_loop().time(), "session ended"))
+
+    async def _connect(self, pending: Outgoing, call: SipCall, negotiated: Negotiated) -> None:
+        """The callee answered (and was ACKed): the pipeline on an RTP transport, media flows."""
+        core, service, session = self.core, self.service, pending.session
+        assert core is not None and service is not None
+        loop = asyncio.get_running_loop()
+        rtcp = pending.rtcp
+        if negotiated.rtcp_mux and rtcp is not None:
+            rtcp.close()
+            rtcp = None
+        pending.released = True  # the transport owns the sockets and the pair from here
+        transport = RtpCallTransport(rtp_params(negotiated), pending.pair, pending.rtp, rtcp,
+                                     release=self.ports.release, ticker=self.ticker,
+                                     idle_timeout=self.config.rtp_timeout, wait_to_hear=bool(self.allow),
+                                     on_close=functools.partial(self._closed, call))
+        self.transports[call] = transport
+        self.sessions[call] = session
+        try:
+            if not _live(session):
+                raise RuntimeError("the session ended while the call was answered")
+            async with asyncio.timeout(ANSWER_TIMEOUT):
+                await service.open(session, transport)
+        except Exception as exc:
+            log.warning("x SIP call out %s answered but not opened: %s", call.id.call_id, exc)
+            self._apply(core.hang_up(call, loop.time(), "open failed"))
+            await self._drop(call, session, transport)
+            return
+        session.events.publish("sip", state="answered", status=200, reason="OK")
+        transport.connect()
+
+    def transfer(self, session: Any, to: SipUri) -> None:
+        """REFER the peer of ``session``'s SIP call to ``to``."""
+        ua, core = self.ua, self.core
+        call = next((c for c, s in self.sessions.items() if s is session), None)
+        if ua is None or core is None or call is None or call.state is not CallState.CONFIRMED:
+            raise Conflict("not_active", f"session {session.id} has no answered SIP call")
+        try:
+            _, out = ua.transfers.start(call, to, core.next_hop(call), asyncio.get_running_loop().time(),
+                                        contact=core.config.contact)
+        except ValueError as exc:
+            raise Conflict("transfer_pending", str(exc)) from exc
+        session.events.publish("transfer", state="referring", status=0, reason="", to=str(to))
+        self._apply(out)
+
     async def _media(self, call: SipCall, session: Any) -> RtpCallTransport:
         core = self.core
         assert core is not None
@@ -284,8 +467,14 @@ class SipDoor:
 
     def stats(self) -> dict[str, Any]:
         core = self.core
-        return {"listening": self.listening, "error": self.error, "calls": len(core.calls) if core else 0, "rtp_ports_in_use": self.ports.in_use,
-                "net": dict(self.net.counts), "core": dict(core.counts) if core else {}}
+        ua = self.ua
+        reg = ua.registration if ua is not None else None
+        return {"listening": self.listening, "error": self.error, "calls": len(core.calls) if core else 0,
+                "calls_out": len(self.outgoing), "rtp_ports_in_use": self.ports.in_use,
+                "net": dict(self.net.counts), "core": dict(core.counts) if core else {},
+                "uac": dict(ua.uac.counts) if ua else {}, "transfers": dict(ua.transfers.counts) if ua else {},
+                "registration": {"state": reg.state.value, "expires": reg.granted, "error": reg.last_error}
+                if reg is not None else None}
 
 
 def _live(session: Any) -> bool:
@@ -294,5 +483,5 @@ def _live(session: Any) -> bool:
 
 def door(config: Any) -> Door:
     sip = SipDoor(config)
-    return Door("sip", start=sip.start, stop=sip.stop, handle=sip)
+    return Door("sip", routes=routes(sip), schemas=schemas, start=sip.start, stop=sip.stop, handle=sip)
 

@@ -174,3 +174,13 @@ def test_headers_container() -> None:
     h.set("To", "u")
     h.remove("Via")
     assert list(h) == [("To", "u")] and "to" in h and "Via" not in h
+
+
+def test_an_empty_supported_or_allow_is_valid_an_empty_require_is_not() -> None:
+    # RFC 3261 §20.37 and §20.5: Supported and Allow may list nothing; baresip 1.0
+    # sends "Supported:" bare on every INVITE, and was answered 400 for it.
+    base = INVITE.replace(b"l: 4\r\n", b"Supported:\r\nAllow:\r\nl: 4\r\n")
+    m = parse_message(base)
+    assert m.tokens("Supported") == ["replaces", "timer"] and m.tokens("Allow") == []
+    with pytest.raises(SipParseError, match="Require"):
+        parse_message(INVITE.replace(b"l: 4\r\n", b"Require:\r\nl: 4\r\n"))

@@ -16,6 +16,7 @@ from .events import Address
 from .message import Request, Response
 from .offer_answer import Negotiated
 from .sdp import Origin, SessionDescription
+from .client import ClientInviteTransaction
 from .server import ServerInviteTransaction
 from .timers import Deadlines
 
@@ -35,12 +36,13 @@ class CallState(enum.Enum):
 
 @dataclass(eq=False, slots=True)
 class SipCall:
-    """One incoming call, as the UAS core keeps it."""
+    """One call, as the UAS core keeps it: an incoming one, or one we placed once
+    it was answered (``uac``: its INVITE, and the client transaction that sent it)."""
 
     dialog: Dialog
     invite: Request
-    tx: ServerInviteTransaction
-    source: Address  # where the INVITE came from: where requests go when the target is a name
+    tx: ServerInviteTransaction | ClientInviteTransaction
+    source: Address  # where the INVITE came from (or went): where requests go when the target is a name
     reliable: bool
     offer: SessionDescription | None
     origin: Origin

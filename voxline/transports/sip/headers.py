@@ -217,8 +217,16 @@ def parse_cseq(text: str, header: str = "CSeq") -> CSeq:
     return CSeq(parse_int(number, header, limit=MAX_CSEQ), m)
 
 
+# Headers whose list may be empty (RFC 3261 §20.5, §20.37: "Allow" HCOLON [Method
+# *(COMMA Method)], "Supported" HCOLON [option-tag *(COMMA option-tag)]); baresip
+# sends "Supported:" with nothing after it.
+_MAY_BE_EMPTY = frozenset({"allow", "supported", "k"})
+
+
 def parse_tokens(text: str, header: str) -> list[str]:
-    out = []
+    out: list[str] = []
+    if not text.strip(" \t") and header.lower() in _MAY_BE_EMPTY:
+        return out
     for part in split_list(text):
         s = Scanner(part, header)
         out.append(s.token("option-tag"))

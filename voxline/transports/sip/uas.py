@@ -41,6 +41,7 @@ from .calls import (
     parse_dtmf_relay,
 )
 from ..base import HANGUP, PEER_GONE, end_reason
+from .client import ClientInviteTransaction
 from .dialog import Dialog, DialogId, DialogState
 from .errors import SipParseError, SipUsageError
 from .events import Address, Output, RequestReceived, ResponseReceived, Send, TransactionTimeout, TransportError
@@ -100,13 +101,19 @@ class UasCore:
                 ) -> list[CoreOutput]:
         return self._dispatch(self.layer.receive(msg, source, now, reliable=reliable), now)
 
+    def dispatch(self, outputs: list[Output], now: float) -> list[CoreOutput]:
+        """The layer's outputs for this core (``ua.UserAgent`` routes the rest elsewhere)."""
+        return self._dispatch(outputs, now)
+
     def next_timeout(self) -> float | None:
         times = [t for t in (self.layer.next_timeout(), *(c.deadlines.next() for c in self.calls.values()))
                  if t is not None]
         return min(times) if times else None
 
-    def handle_timeout(self, now: float) -> list[CoreOutput]:
-        out = self._dispatch(self.layer.handle_timeout(now), now)
+    def handle_timeout(self, now: float, *, layer: bool = True) -> list[CoreOutput]:
+        """Fire what is due; ``layer=False``: the calls' own timers only (the layer's
+        timers were fired by whoever shares the layer)."""
+        out = self._dispatch(self.layer.handle_timeout(now), now) if layer else []
         for call in list(self.calls.values()):
             while (due := call.deadlines.pop_due(now)) is not None:
                 out += self._call_timer(call, *due)
@@ -155,6 +162,7 @@ class UasCore:
         call.state = CallState.ANSWERED
         call.dialog.state = DialogState.CONFIRMED
         ok = self._response(call, call.invite, 200, sdp=call.local_sdp)
+        assert isinstance(call.tx, ServerInviteTransaction)  # INCOMING and RINGING are incoming calls'
         return self._send_2xx(call, call.tx, ok, now)
 
     def reject(self, call: SipCall, status: int, now: float, *, reason: str | None = None,
@@ -376,6 +384,10 @@ class UasCore:
         _, out = self.layer.request(bye, self._next_hop(call), now, reliable=call.reliable)
         return list(out)
 
+    def next_hop(self, call: SipCall) -> Address:
+        """Where the call's in-dialog requests go."""
+        return self._next_hop(call)
+
     def _next_hop(self, call: SipCall) -> Address:
         uri = call.dialog.next_hop()
         if isinstance(uri, SipUri) and _is_ip(uri.host):
@@ -394,8 +406,9 @@ class UasCore:
 
     # -- helpers ----------------------------------------------------------------
 
-    def _respond(self, tx: ServerTransaction, resp: Response, now: float) -> list[CoreOutput]:
-        if tx.terminated:
+    def _respond(self, tx: ServerTransaction | ClientInviteTransaction, resp: Response, now: float
+                 ) -> list[CoreOutput]:
+        if tx.terminated or isinstance(tx, ClientInviteTransaction):  # a call we placed has no INVITE to answer
             return []
         return list(self.layer.respond(tx, resp, now))
 
