@@ -56,7 +56,7 @@ from .calls import TOKEN, Call, Service, add_call_args, main_for, measure
 from .common import new_parser
 
 try:  # aiohttp's C helper, masking in place
-    from aiohttp._websocket.mask import _websocket_mask as _mask_c  # type: ignore[import-not-found]
+    from aiohttp._websocket.mask import _websocket_mask as _mask_c
 except ImportError:  # pragma: no cover
     _mask_c = None
 
