@@ -369,6 +369,9 @@ async def run_calls(args: argparse.Namespace) -> dict[str, Any]:
     kind = TRANSPORTS[args.transport]
     if kind is RawCall:
         RawCall.rate = args.rate
+    if kind is RawCall and args.rate == 16000:
+        return await measure(args, kind, declared_ms=JITTER_MS, transport=_name(args),
+                             resampler="none (16 kHz in and out)")
     return await measure(args, kind, declared_ms=JITTER_MS, transport=_name(args))
 
 
