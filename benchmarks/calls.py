@@ -311,6 +311,7 @@ async def measure(
         details = stats.pop("details")
         if callable(declared_ms):
             declared_ms = declared_ms(details)
+        jitter = _jitter_summary(details)
         await asyncio.gather(*(_quiet(c.hangup()) for c in calls))
         released, left = await _released(service, http)
         extra_out = await extra(calls, service, http) if extra is not None else {}
@@ -338,6 +339,7 @@ async def measure(
             "sessions_left": left,
             "server_errors": service.errors()[:5],
             "session_stats": stats,
+            **({"rtp_jitter": jitter} if jitter else {}),
             **extra_out,
         }
     finally:
@@ -401,6 +403,19 @@ async def _sessions_stats(service: Service, http: aiohttp.ClientSession) -> dict
             "transport_dropped_out": out_drops, "details": details}
 
 
+def _jitter_summary(details: list[dict[str, Any]]) -> dict[str, Any]:
+    """RTP calls: their jitter buffers' depth and what they concealed, dropped or found late."""
+    ts = [d.get("transport_stats") or {} for d in details]
+    jb = [t["jitter_buffer"] for t in ts if isinstance(t.get("jitter_buffer"), dict)]
+    if not jb:
+        return {}
+    depths = np.array([float(j.get("depth", 0.0)) for j in jb]) * 1000
+    return {"depth_ms": {"min": round(float(depths.min()), 1), "median": round(float(np.median(depths)), 1),
+                         "max": round(float(depths.max()), 1)},
+            **{k: int(sum(int(j.get(k, 0) or 0) for j in jb)) for k in ("late", "overflow", "reordered")},
+            **{k: int(sum(int(t.get(k, 0) or 0) for t in ts)) for k in ("concealed", "lost", "malformed")}}
+
+
 async def _released(service: Service, http: aiohttp.ClientSession, timeout: float = 20.0) -> tuple[bool, int]:
     deadline = time.monotonic() + timeout
     left = -1
@@ -422,6 +437,7 @@ def summarise(calls: list[Call], n: int, declared_ms: float, p99_limit_ms: float
     failed = [c for c in calls if c.failed]
     lateness: list[np.ndarray] = []
     extra_frames = 0
+    growth: list[float] = []  # per call: how much later the echo comes at the end than at the start
     for c in calls:
         sent = c.sent_at[WARM:]
         ok = ~np.isnan(sent)
@@ -434,6 +450,8 @@ def summarise(calls: list[Call], n: int, declared_ms: float, p99_limit_ms: float
         extra_frames += max(0, len(c.got_at) - FRAMES)
         if m:
             lat.append(got[:m] - sent[:m])
+            if m >= 100:
+                growth.append(float(np.median(lat[-1][-50:]) - np.median(lat[-1][:50])))
     all_lat = np.concatenate(lat) * 1e3 if lat else np.zeros(0)
     excess = all_lat - declared_ms
     late = np.concatenate(lateness) * 1e3 if lateness else np.zeros(0)
@@ -462,7 +480,11 @@ def summarise(calls: list[Call], n: int, declared_ms: float, p99_limit_ms: float
         "extra_frames": extra_frames,
         "failed_calls": len(failed),
         "failures": sorted({c.failed or "" for c in failed})[:5],
+        # A stall's delay that stays for the rest of the call shows here (see the README's W3).
+        "latency_growth_ms": {"median": round(1000 * float(np.median(growth)), 1),
+                              "max": round(1000 * float(np.max(growth)), 1)} if growth else None,
         "send_lateness_p99_ms": round(float(np.percentile(late, 99)), 2) if len(late) else None,
+        "send_lateness_max_ms": round(float(late.max()), 2) if len(late) else None,
     }
 
 

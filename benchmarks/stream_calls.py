@@ -13,6 +13,10 @@ places N calls over loopback sockets, one protocol per run:
   binary PCM16 message per 20 ms, ``{"type":"stop"}``; the echo is binary;
 - ``audiosocket``: Asterisk's AudioSocket over TCP: the call's UUID, then one
   0x10 message (slin, 8 kHz) per 20 ms, hangup 0x00; the echo is 0x10 messages.
+  voxline opens an AudioSocket call at its first audio, so by default each call
+  sends one frame of silence when it connects (its echo is not counted) and the
+  calls are open before the clock starts, as with the streams' start messages;
+  ``--open first-frame`` opens them at their first scheduled frame instead.
 
 The WebSocket client is a small asyncio protocol (RFC 6455 framing, masked as a
 client must; pings answered) so the callers' core spends its time on the calls,
@@ -312,7 +316,9 @@ class AudioSocketProtocol(asyncio.Protocol):
         now = time.monotonic()
         for msg in self.framer.feed(data):
             if msg.kind == asw.AUDIO:
-                self.call.got_at.append(now)
+                if now >= self.call.base:
+                    self.call.got_at.append(now)
+                # else: the echo of the opening frame (``--open early``)
             elif msg.kind in (asw.HANGUP, asw.ERROR):
                 self.call.lost(f"hangup from the service (0x{msg.kind:02x})")
 
@@ -324,6 +330,7 @@ class AudioSocketProtocol(asyncio.Protocol):
 
 class AudioSocketCall(Call):
     PCM: list[bytes] = []
+    open_early = True
 
     def __init__(self, i: int, n: int, t0: float, clip: Sequence[bytes], service: Service) -> None:
         super().__init__(i, n, t0, clip)
@@ -339,6 +346,10 @@ class AudioSocketCall(Call):
         self.proto = proto
         assert proto.transport is not None
         proto.transport.write(bytes(asw.Message(asw.UUID, uuid.uuid4().bytes)))
+        if self.open_early:
+            # voxline opens the call at its first audio: one frame of silence now
+            # opens it before the clock starts, as the streams' start messages do.
+            proto.transport.write(asw.audio(asw.AUDIO, bytes(320)))
 
     def write(self, k: int, frame: bytes) -> None:
         assert self.proto is not None and self.proto.transport is not None
@@ -369,6 +380,7 @@ async def run_calls(args: argparse.Namespace) -> dict[str, Any]:
     kind = TRANSPORTS[args.transport]
     if kind is RawCall:
         RawCall.rate = args.rate
+    AudioSocketCall.open_early = args.open == "early"
     if kind is RawCall and args.rate == 16000:
         return await measure(args, kind, declared_ms=JITTER_MS, transport=_name(args),
                              resampler="none (16 kHz in and out)")
@@ -376,6 +388,8 @@ async def run_calls(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _name(args: argparse.Namespace) -> str:
+    if args.transport == "audiosocket":
+        return f"audiosocket (calls opened {'before the clock' if args.open == 'early' else 'at their first frame'})"
     return f"raw pcm16 {args.rate} Hz" if args.transport == "raw" else args.transport
 
 
@@ -384,9 +398,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--transport", choices=tuple(TRANSPORTS), default="twilio")
     parser.add_argument("--rate", type=int, choices=(8000, 16000), default=8000,
                         help="raw only: the PCM16 rate (8000: W2's path, resampled both ways in the service)")
+    parser.add_argument("--open", choices=("early", "first-frame"), default="early",
+                        help="audiosocket only: open each call with a frame of silence before the clock "
+                             "starts (default, as the streams' start messages do), or at its first "
+                             "scheduled frame (every call of the run opens within one 20 ms period)")
     add_call_args(parser)
     main_for("stream_calls", parser, argv, run_calls,
-             lambda a: ["--transport", a.transport, "--rate", str(a.rate)], _name)
+             lambda a: ["--transport", a.transport, "--rate", str(a.rate), "--open", a.open], _name)
 
 
 if __name__ == "__main__":
