@@ -412,7 +412,7 @@ def _jitter_summary(details: list[dict[str, Any]]) -> dict[str, Any]:
     depths = np.array([float(j.get("depth", 0.0)) for j in jb]) * 1000
     return {"depth_ms": {"min": round(float(depths.min()), 1), "median": round(float(np.median(depths)), 1),
                          "max": round(float(depths.max()), 1)},
-            **{k: int(sum(int(j.get(k, 0) or 0) for j in jb)) for k in ("late", "overflow", "reordered")},
+            **{k: int(sum(int(j.get(k, 0) or 0) for j in jb)) for k in ("played", "late", "overflow", "reordered", "duplicates")},
             **{k: int(sum(int(t.get(k, 0) or 0) for t in ts)) for k in ("concealed", "lost", "malformed")}}
 
 

@@ -23,6 +23,10 @@ pipeline declares as that stage's latency (the median over the calls,
 p99 of that ≤ 20 ms, every packet sent in the window was echoed (none missing
 after the drain), at least 99% of the nominal 50·N packets/s were sent, every
 call was answered 200 and its BYE answered, and every session was released.
+Beside it, from the service's own counters over whole calls (warm-up included),
+``rtp_not_played``: packets its jitter buffers did not play as audio (skipped
+to shrink the depth, or replaced by concealment, ``rtp_jitter.concealed``); such
+a packet is still echoed as *a* frame, so the echoed count cannot show it.
 
     python -m benchmarks.sip_calls --calls N --cpu 0
     python -m benchmarks.sip_calls --ladder --cpu 0
@@ -48,6 +52,7 @@ from voxline.transports.sip.message import Request, Response, parse_message
 from voxline.transports.sip.sdp import SessionDescription
 
 from .calls import Call, Service, add_call_args, main_for, measure
+from .media_path import FRAMES
 from .common import new_parser
 
 PCMU_PT = 0
@@ -272,6 +277,11 @@ async def run_calls(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         if trunk.transport is not None:
             trunk.transport.close()
+    # Packets the service's jitter buffers never played as audio (skipped to shrink
+    # the depth, or replaced by concealment): such a frame is still echoed as *a*
+    # frame, so the echoed count cannot see it. Whole calls, warm-up included.
+    jb = row.get("rtp_jitter") or {}
+    row["rtp_not_played"] = (row["calls"] * FRAMES - int(jb["played"])) if "played" in jb else None
     if row.get("bye_not_200"):
         row["holds"] = False
     return row
