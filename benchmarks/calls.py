@@ -304,7 +304,7 @@ async def measure(
         others = 100.0 * (_core_busy(args.cpu) - marks["core"]) / window - srv_cpu if args.cpu is not None else None
         await finished
         deadline = time.monotonic() + DRAIN_S
-        while time.monotonic() < deadline and any(len(c.got_at) < FRAMES - 1 for c in calls if not c.failed):
+        while time.monotonic() < deadline and any(len(c.got_at) < FRAMES for c in calls if not c.failed):
             await asyncio.sleep(0.05)
         rss1 = sproc.memory_info().rss
         stats = await _sessions_stats(service, http)
