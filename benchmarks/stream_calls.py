@@ -316,7 +316,7 @@ class AudioSocketProtocol(asyncio.Protocol):
         now = time.monotonic()
         for msg in self.framer.feed(data):
             if msg.kind == asw.AUDIO:
-                if now >= self.call.base:
+                if self.call.sent_at[0] == self.call.sent_at[0]:  # frame 0 is out (not NaN)
                     self.call.got_at.append(now)
                 # else: the echo of the opening frame (``--open early``)
             elif msg.kind in (asw.HANGUP, asw.ERROR):
