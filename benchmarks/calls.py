@@ -501,9 +501,14 @@ def one(module: str, n: int, args: argparse.Namespace, passthrough: list[str]) -
     if res.returncode != 0 or not lines:
         return {"calls": n, "holds": False, "error": (res.stderr or res.stdout)[-2000:]}
     row: dict[str, Any] = orjson.loads(lines[-1])
+
+    def ms(key: str) -> str:  # None when no frame came back at all (NaN in the JSON)
+        v = row.get(key)
+        return "   none" if v is None else f"{v:7.2f}"
+
     print(
-        f"N={n:<5d} holds={row['holds']!s:5s} p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms  "
-        f"max {row['max_ms']:8.2f} ms (send-to-echo p99 {row['raw_p99_ms']:.2f})  "
+        f"N={n:<5d} holds={row['holds']!s:5s} p50 {ms('p50_ms')} ms  p99 {ms('p99_ms')} ms  "
+        f"max {ms('max_ms')} ms (send-to-echo p99 {ms('raw_p99_ms')})  "
         f"echoed {row['echoed']}/{row['sent']} (nominal {row['nominal']}), missing {row['missing']}, "
         f"failed {row['failed_calls']}  cpu srv {row['server_cpu_pct']}% cli {row['client_cpu_pct']}% "
         f"others on srv core {row.get('others_on_server_core_pct')}%  "
