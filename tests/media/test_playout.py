@@ -135,3 +135,50 @@ async def test_marks_report_when_played_and_first_played_is_marked() -> None:
 def test_wrong_parameters_are_refused() -> None:
     with pytest.raises(ValueError, match="positive rate"):
         Playout(0)
+
+
+def arrived(ms: int, at: float, turn: int = 1) -> Audio:
+    return Audio(np.full(RATE * ms // 1000, 100, dtype=np.int16), RATE, 0, at, turn)
+
+
+async def test_a_stall_with_audio_waiting_is_caught_up_once_not_kept() -> None:
+    # An echo never runs dry: after the loop stalls 100 ms, the frames that waited
+    # go out at once and the schedule is what it was; latency does not grow.
+    clock = FakeClock()
+    sent: list[float] = []
+    playout = Playout(RATE)
+    p = Pipeline([playout], lambda f: sent.append(clock.now()) if type(f) is Audio else None, clock=clock)
+    await p.start()
+    for k in range(5):
+        await p.send(arrived(20, clock.now()))
+        await clock.advance(0.02)
+    stalled_at = clock.now()
+    clock.stall(0.1)  # nothing runs for 100 ms; five more frames came in meanwhile, on time
+    for i in range(5):
+        await p.send(arrived(20, stalled_at + 0.02 * i + 0.005))
+    for _ in range(10):
+        await p.send(arrived(20, clock.now()))
+        await clock.advance(0.02)
+    due = [sent[0] + 0.02 * k for k in range(len(sent))]
+    late = [s - d for s, d in zip(sent, due)]
+    assert max(late) == pytest.approx(0.1, abs=1e-6)  # the stall, once
+    assert late[-1] == pytest.approx(0.0, abs=1e-6)  # and then back on the schedule
+    assert playout.caught_up > 0
+    await p.stop()
+
+
+async def test_a_stall_longer_than_catch_up_reanchors() -> None:
+    clock = FakeClock()
+    sent: list[float] = []
+    p = Pipeline([Playout(RATE)], lambda f: sent.append(clock.now()) if type(f) is Audio else None, clock=clock)
+    await p.start()
+    await p.send(arrived(20, clock.now()))
+    await clock.advance(0.02)
+    await p.send(arrived(20, clock.now()))
+    clock.stall(0.5)  # past CATCH_UP: not won back in a burst
+    for _ in range(3):
+        await p.send(arrived(20, clock.now() - 0.4))
+    await clock.advance(0.1)
+    gaps = np.diff(sent)
+    assert gaps[-1] == pytest.approx(0.02) and gaps[-2] == pytest.approx(0.02)
+    await p.stop()

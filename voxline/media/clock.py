@@ -79,6 +79,11 @@ class FakeClock:
         for _ in range(rounds):
             await asyncio.sleep(0)
 
+    def stall(self, dt: float) -> None:
+        """Time passes and nothing runs (a blocked loop): sleepers due meanwhile
+        wake, late, at the next ``advance``."""
+        self._now += dt
+
     async def advance(self, dt: float) -> None:
         """Move time forward by ``dt``, waking sleepers in deadline order."""
         target = self._now + dt

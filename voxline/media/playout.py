@@ -3,7 +3,13 @@
 Frame k of a talk spurt goes out at ``t0 + k * frame``, computed from integers each
 time, so an hour of audio ends within a float's rounding of where it should, with
 no drift from accumulated sleeps. When the outgoing audio runs dry the clock is
-re-anchored at the next frame, so silence is not "caught up" with a burst.
+re-anchored at the next frame, so silence is not "caught up" with a burst. When
+the audio was there and playout was late (the loop stalled, a burst arrived after
+a hiccup upstream), the frames whose slots passed go out at once, up to
+``CATCH_UP`` behind: a stall costs its length once, instead of adding to the
+latency of every frame after it for the rest of the talk spurt (an echo, a
+relayed stream, never runs dry). Which it is, the frame says: audio that entered
+voxline by the end of its slot was waiting, not missing.
 
 Two ways to reach the wire, as the transport declares (``voxline.transports.base``):
 
@@ -43,6 +49,7 @@ DEFAULT_SECONDS = 1.0  # and at most 1 s of audio, however long each frame is
 MAX_REPORTED_MARKS = 64
 PULL_LATE_RESET = 0.1  # a pull further behind its slot than this re-anchors (a stalled loop)
 PULL_STALL = 1.0  # s a frame waits to be pulled before it is dropped (a peer that stopped)
+CATCH_UP = 0.2  # s behind its slot that waiting audio is sent at once to catch up; further: re-anchor
 
 
 class PlayoutMode(enum.Enum):
@@ -101,6 +108,8 @@ class Playout:
         self._k = 0
         self._carry: np.ndarray | None = None
         self._carry_turn = 0
+        self._carry_arrival = 0.0
+        self.caught_up = 0  # frames sent late, at once, to win back a stall
         self.frames_sent = 0
         self.played_samples = 0
         self.interruptions = 0
@@ -151,7 +160,7 @@ class Playout:
             return
         padded = np.zeros(self.frame_samples, dtype=np.int16)
         padded[: len(carry)] = carry
-        await self._send(padded, self._carry_turn, emit, real=len(carry))
+        await self._send(padded, self._carry_turn, emit, real=len(carry), arrival=self._carry_arrival)
 
     async def process(self, frame: Frame, emit: Emit) -> None:
         if self._carry is not None and type(frame) is not Audio:
@@ -177,17 +186,20 @@ class Playout:
                 await self._flush_carry(emit)
         n = self.frame_samples
         whole = len(pcm) // n
+        arrival = frame.arrival
         for i in range(whole):
-            await self._send(pcm[i * n : (i + 1) * n], frame.turn, emit)
+            await self._send(pcm[i * n : (i + 1) * n], frame.turn, emit, arrival=arrival)
         rest = pcm[whole * n :]
         if len(rest):
             self._carry = rest
             self._carry_turn = frame.turn
+            self._carry_arrival = arrival
             if self._inbox is None or len(self._inbox) == 0:
                 await self._flush_carry(emit)  # nothing queued behind it: pad and send
             # else: more is queued; it joins the next chunk (or a mark flushes it)
 
-    async def _send(self, pcm: np.ndarray, turn: int, emit: Emit, real: int | None = None) -> None:
+    async def _send(self, pcm: np.ndarray, turn: int, emit: Emit, real: int | None = None,
+                    arrival: float = 0.0) -> None:
         samples = len(pcm) if real is None else real
         if self.mode is PlayoutMode.PULL:
             await self._hand_over(pcm, turn, samples)
@@ -196,9 +208,12 @@ class Playout:
         now = clock.now()
         due = self.next_due()
         if due is None or now > due + self.frame_time:
-            # First frame, or the audio ran dry: re-anchor rather than burst to catch up.
-            self._t0 = due = now
-            self._k = 0
+            if due is not None and now - due <= CATCH_UP and 0.0 < arrival <= due + self.frame_time:
+                self.caught_up += 1  # it was waiting while playout was late: send it now, same schedule
+            else:
+                # First frame, or the audio ran dry: re-anchor rather than burst to catch up.
+                self._t0 = due = now
+                self._k = 0
         await clock.sleep_until(due)
         self._k += 1
         sent_at = clock.now()
