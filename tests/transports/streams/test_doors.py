@@ -108,4 +108,4 @@ async def test_a_connection_dropped_without_a_close_ends_the_call(make_app) -> N
     session = await only_session(app)
     writer.transport.abort()  # no close frame, no FIN handshake: the peer is simply gone
     await eventually(lambda: session.state is SessionState.ENDED, what="the end")
-    assert session.end_reason is not None and session.end_reason.startswith("transport closed:")
+    assert session.end_reason is not None and session.end_reason.startswith("connection lost:")

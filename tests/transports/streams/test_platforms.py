@@ -80,7 +80,8 @@ async def test_a_whole_call_as_the_platform_documents_it(make_app, peer_cls: typ
         await eventually(lambda: peer_cls.cleared(got.texts), what="the clear message")
     await peer.stop()
     await eventually(lambda: session.state is SessionState.ENDED, what="the end")
-    assert session.end_reason is not None and session.end_reason.startswith("transport closed:")
+    # A platform that says stop ends "transport closed: stop..."; one that only closes its socket, "peer closed".
+    assert session.end_reason == "peer closed" or (session.end_reason or "").startswith("transport closed: stop")
     stats = session.endpoint.stats()  # type: ignore[union-attr]
     assert stats["faults"] == 0 and stats["digits_in"] == 1 and stats["media_in"] == 100
     assert stats["clears"] == 1
