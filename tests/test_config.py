@@ -61,6 +61,7 @@ def test_bad_file_is_a_clear_error(tmp_path: Path) -> None:
         ({"VOXLINE_SIP_TRUNK_DOMAIN": "u@trunk"}, "sip_trunk_domain must be a sip: host"),
         ({"VOXLINE_SIP_REGISTER_EXPIRES": "30"}, "sip_register_expires must be 60-86400"),
         ({"VOXLINE_SIP_RING_TIMEOUT": "0"}, "sip_ring_timeout must be more than 0"),
+        ({"VOXLINE_SIP_DIAL_ALLOW": "10.0.0.0/8, nonsense"}, "sip_dial_allow"),
         ({"VOXLINE_SIP_TRUNK_USER": 'a"b'}, "sip_trunk_user must be at most 256 characters"),
     ],
 )

@@ -108,3 +108,17 @@ def test_event_data_may_carry_any_key_even_turn() -> None:
     bus.publish("latency", 3, turn=3, kind="x")  # a turn record's own fields
     event = sub._queue[0]
     assert (event["kind"], event["turn"], event["data"]) == ("latency", 3, {"turn": 3, "kind": "x"})
+
+
+async def test_a_session_may_connect_later_than_pending_timeout_when_its_door_says_so() -> None:
+    from voxline.control.session import Caps
+
+    reg = SessionRegistry(5, caps=Caps(pending_timeout=0.05))
+    loop = asyncio.get_running_loop()
+    ringing = reg.admit("t", "sip", "echo")
+    ringing.connect_by = loop.time() + 0.3  # a call out rings first
+    plain = reg.admit("t", "sip", "echo")
+    await asyncio.sleep(0.15)
+    assert plain.end_reason == "connect timeout" and ringing.state is SessionState.CREATED
+    await asyncio.sleep(0.3)
+    assert ringing.end_reason == "connect timeout" and ringing.state is SessionState.ENDED

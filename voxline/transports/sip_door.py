@@ -339,18 +339,26 @@ class SipDoor:
 
     # -- calling out ---------------------------------------------------------------------
 
-    async def dial(self, session: Any, to: SipUri, from_: NameAddr | None) -> OutgoingCall:
-        """Send the INVITE for ``session``; the answer (or its failure) comes as events."""
-        ua, cfg = self.ua, self.config
-        if ua is None:
+    async def first_hop(self, to: SipUri) -> tuple[str, int]:
+        """Where a call to ``to`` goes first (the outbound proxy, or the target
+        resolved); ``BadRequest`` naming ``to`` if nowhere, or outside sip_dial_allow.
+        Asked before admission: a bad target costs no rate token and no slot."""
+        if self.ua is None:
             raise Conflict("sip_off", "SIP is not listening: " + (self.error or "stopped"))
-        proxy = cfg.sip_outbound_proxy
+        proxy = self.config.sip_outbound_proxy
         try:
             dest = await resolve(proxy or to.hostport)
         except OSError as exc:
             raise BadRequest("to", f"to: {exc}") from exc
         if not proxy and not self.dial_allow.allows(dest[0]):
             raise BadRequest("to", f"to: {dest[0]} is not in sip_dial_allow")
+        return dest
+
+    async def dial(self, session: Any, to: SipUri, from_: NameAddr | None, dest: tuple[str, int]) -> OutgoingCall:
+        """Send the INVITE for ``session`` to ``dest`` (``first_hop``); the answer
+        (or its failure) comes as events."""
+        cfg = self.config
+        proxy = cfg.sip_outbound_proxy
         trunk = bool(proxy) or (bool(cfg.sip_trunk_domain) and to.host.lower() == cfg.sip_trunk_domain.lower())
         if from_ is None and cfg.sip_trunk_user:
             from_ = NameAddr(SipUri(cfg.sip_trunk_domain or self._media_host(), cfg.sip_trunk_user))

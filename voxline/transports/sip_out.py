@@ -185,9 +185,10 @@ def route_handlers(door: Any) -> tuple[Any, Any]:
                           ) -> tuple[int, dict[str, Any], dict[str, str]]:
         to = parse_target(body["to"])
         from_ = parse_from(body.get("from"))
+        dest = await door.first_hop(to)
         session = service.admit("sip", body.get("agent"), tenant=identity.tenant, key=identity.token_id)
         try:
-            call = await door.dial(session, to, from_)
+            call = await door.dial(session, to, from_, dest)
         except BaseException as exc:
             reason = "bad target" if isinstance(exc, BadRequest) else "dial failed"
             await session.end(getattr(exc, "message", None) or reason)

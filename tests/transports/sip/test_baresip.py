@@ -6,7 +6,7 @@ sndfile module writes what it sent (``dump-*-enc.wav``) and what it heard
 auto-answers), and baresip dials voxline's SIP door; either way what baresip
 heard must be what it said, come back through voxline's pipeline (the echo),
 and every session and RTP port must be released when baresip hangs up at the
-end of its WAV.
+end of its WAV. A baresip that called in is transferred (REFER) to a second one.
 """
 
 from __future__ import annotations
@@ -152,3 +152,28 @@ async def test_baresip_calls_voxline_and_its_speech_comes_back(service: Any, tmp
         log = await phone.stop()
     sent, heard = phone.recordings()
     assert_echoed(sent, heard), log[-2000:]
+
+
+async def test_baresip_calling_in_is_transferred_to_another_baresip(service: Any, tmp_path: Path) -> None:
+    # baresip takes the REFER (202), calls the target itself and reports that call in NOTIFYs;
+    # once the target answers, voxline hangs up (BYE) and the session ends "transferred".
+    app, server = service
+    door = sip_door(app)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    target = Baresip(tmp_path / "b", auto_answer=True)
+    caller = Baresip(tmp_path / "a", auto_answer=False)
+    await target.start()
+    await caller.start(f"/dial sip:echo@127.0.0.1:{door.address[1]}")
+    try:
+        await until(lambda: any(s.state.value == "active" for s in app[SESSIONS].list()), 10.0)
+        (session,) = app[SESSIONS].list()
+        status, _ = await post(server, f"/v1/sessions/{session.id}/transfer",
+                               {"to": f"sip:baresip@127.0.0.1:{target.port}"})
+        assert status == 202
+        await until(lambda: session.state.value == "ended", 15.0)
+        assert session.end_reason == "transferred"
+        await released(app)
+    finally:
+        log_a, log_b = await caller.stop(), await target.stop()
+    assert "transferring call" in log_a and "Call established" in log_b, (log_a[-1500:], log_b[-1500:])

@@ -325,3 +325,13 @@ async def test_bad_targets_and_sessions_that_are_not_sip(service: Any) -> None:
     status, body = await post(server, "/v1/sessions/0123456789abcdef/transfer", {"to": "sip:x@127.0.0.1"})
     assert status == 404
     assert not app[SESSIONS].list() and sip_door(app).ports.in_use == 0
+
+
+@pytest.mark.parametrize("service", [{"sip_dial_allow": ("10.0.0.0/8",)}], indirect=True)
+async def test_targets_outside_sip_dial_allow_are_refused_before_admission(service: Any, callee: Callee) -> None:
+    app, server = service
+    status, body = await post(server, "/v1/calls", {"to": f"sip:bob@127.0.0.1:{callee.port}"})
+    assert status == 400 and body["error"]["field"] == "to" and "sip_dial_allow" in body["error"]["message"]
+    assert app[SESSIONS].admitted == 0 and sip_door(app).ports.in_use == 0
+    with pytest.raises(TimeoutError):
+        await callee.request("INVITE", timeout=0.3)  # nothing was sent

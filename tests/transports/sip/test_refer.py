@@ -117,3 +117,30 @@ def test_bad_sipfrag(body: bytes) -> None:
         parse_sipfrag(body)
 
 
+
+
+def test_an_incoming_call_is_transferred_the_same_way() -> None:
+    from tests.transports.sip.helpers import request
+    from tests.transports.sip.test_uas import OFFER
+    from voxline.transports.sip.calls import CallConfirmed, IncomingCall
+    from voxline.transports.sip.message import parse_message
+
+    h = Harness()
+    out = h.ua.receive(request("INVITE", body=OFFER), ("127.0.0.1", 5070), 0.0)
+    (incoming,) = [o for o in out if isinstance(o, IncomingCall)]
+    call = incoming.call
+    core = h.ua.uas
+    core.negotiate(call, "127.0.0.1", 20000)
+    ok = [o.message for o in core.accept(call, 0.0) if hasattr(o, "message")][0]
+    out = h.ua.receive(request("ACK", branch="z9hG4bK-ack", to_tag=ok.to.tag), ("127.0.0.1", 5070), 0.0)
+    assert [type(o) for o in out] == [CallConfirmed]
+    t, sent = h.ua.transfers.start(call, parse_uri("sip:carol@127.0.0.1:5099"), core.next_hop(call), 0.0,
+                                   contact=core.config.contact)
+    refer = [o.message for o in sent if hasattr(o, "message")][0]
+    # In the caller's dialog: to its Contact, our tag in From, its tag in To, our first CSeq.
+    assert str(refer.uri) == "sip:caller@127.0.0.1:5070" and refer.from_.tag == ok.to.tag
+    assert refer.to.tag == "ftag" and refer.cseq.number == 1 and sent[0].dest == ("127.0.0.1", 5070)
+    h.ua.receive(parse_message(bytes(make_response(refer, 202))), ("127.0.0.1", 5070), 0.0)
+    n = notify(refer, b"SIP/2.0 200 OK\r\n", 2, "terminated")
+    out = h.ua.receive(parse_message(bytes(n)), ("127.0.0.1", 5070), 0.0)
+    assert updates(out) == [(200, True, True)] and t.state is TransferState.DONE

@@ -257,6 +257,8 @@ def test_a_peer_that_never_answers_the_cancel_is_dropped_after_64_t1() -> None:
     out = h.until(33.0)
     assert [o.reason for o in out if isinstance(o, OutgoingEnded)] == ["cancelled"]
     assert not h.ua.uac.calls
+    h.until(40.0)  # the CANCEL's own transaction ends by Timer F; the INVITE's was dropped with the call
+    assert len(h.ua.layer) == 0 and h.ua.next_timeout() is None
 
 
 def test_an_answer_without_a_codec_we_offered_is_acked_then_byed() -> None:

@@ -161,6 +161,12 @@ class TransactionLayer:
         self._reap(tx)
         return out
 
+    def abandon(self, tx: Transaction) -> None:
+        """Drop ``tx`` without a word: its TU has given up on it (an INVITE in
+        Proceeding has no timer of its own, so one nobody answers would stay)."""
+        tx.abandon()
+        self._reap(tx)
+
     def transport_error(self, tx: Transaction) -> list[Output]:
         out = tx.transport_error()
         self._reap(tx)

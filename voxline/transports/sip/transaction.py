@@ -78,6 +78,10 @@ class Transaction:
         self._terminate()
         return [TransportError(self)]
 
+    def abandon(self) -> None:
+        """End now, sending nothing and telling nobody (the TU has given up on it)."""
+        self._terminate()
+
     def _terminate(self) -> None:
         self.state = State.TERMINATED
         self._deadlines.clear()

@@ -42,6 +42,7 @@ from .message import Request, Response
 from .offer_answer import MediaPolicy, Negotiated, NoCodec, accept_answer, make_offer
 from .sdp import Connection, Origin, SdpError, SessionDescription, is_ip
 from .timers import Deadlines, TimerConfig
+from .transaction import State
 from .uas import UasCore
 from .uri import SipUri
 
@@ -355,6 +356,8 @@ class UacCore:
         call.ended = call.ended or reason
         call.deadlines.clear()
         self.calls.pop(call.call_id, None)
+        if call.tx.state in (State.CALLING, State.PROCEEDING):  # given up unanswered: it would stay forever
+            self.layer.abandon(call.tx)
         self._count(reason.split(":")[0])
         return [OutgoingEnded(call, reason, status)] if first else []
 
