@@ -64,6 +64,8 @@ class Route:
     # Operations that take the session_id this one's success response returns
     # (OpenAPI links: clients and stateful test tools follow them).
     links: tuple[str, ...] = ()
+    # Query parameters as OpenAPI parameter objects without "in" (name, schema, description).
+    query: tuple[Mapping[str, Any], ...] = ()
 
 
 _ERR = "Error"
@@ -239,7 +241,7 @@ def _content(reply: Reply) -> dict[str, Any]:
 
 
 def _param_schema(name: str, assets: Sequence[str]) -> dict[str, Any]:
-    if name == "session_id":
+    if name in ("session_id", "call_id"):  # a call record is named by its session's id
         return {"type": "string", "pattern": SESSION_ID_PATTERN}
     if name == "name" and assets:
         return {"type": "string", "enum": sorted(assets)}
@@ -281,6 +283,8 @@ def _operation(route: Route, assets: Sequence[str]) -> dict[str, Any]:
         op["parameters"] = [
             {"name": p, "in": "path", "required": True, "schema": _param_schema(p, assets)} for p in params
         ]
+    if route.query:
+        op.setdefault("parameters", []).extend({**q, "in": "query", "required": False} for q in route.query)
     if route.request:
         op["requestBody"] = {
             "required": True,
