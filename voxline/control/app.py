@@ -34,7 +34,7 @@ from voxline.transports.base import Door, Transport
 
 from .admission import Admission
 from .auth import AuthError, Authenticator, Identity
-from .calls import CALL_QUERY, CALL_REPLIES, RECORDS, call_schemas, delete_call, get_call, list_calls
+from .calls import CALL_QUERY, CALL_REPLIES, RECORDS, delete_call, get_call, list_calls
 from .connections import MalformedRequests
 from .doors import CallService, door_routes, door_schemas, load_doors
 from .errors import MAX_BODY, ApiError, error_middleware, json_response, read_json
@@ -506,7 +506,7 @@ def create_app(
     app[METRICS].watch_admission(admission)
     app[SERVICE] = CallService(config, admission, lambda: app[RUNTIME], agents, app[AUTH])
     app[DOORS] = doors = load_doors(config)
-    app[SCHEMAS] = {**schemas_for(agents), **call_schemas(), **door_schemas(doors, agents)}
+    app[SCHEMAS] = {**schemas_for(agents), **door_schemas(doors, agents)}
     assets = _load_static()
     app[STATIC] = assets
     routes = (*door_routes(doors, lambda r: r.app[SERVICE], lambda r: r.get(IDENTITY), lambda r: r.app[SCHEMAS]),

@@ -114,7 +114,10 @@ def schemas_for(agents: Sequence[str]) -> dict[str, dict[str, Any]]:
         "agent_state": _NULLABLE_STR,
         "transport_stats": {"type": "object"},
     }
+    from .calls import call_schemas  # the call records' routes are in the same table
+
     return {
+        **call_schemas(),
         "Error": {
             "type": "object",
             "required": ["error"],

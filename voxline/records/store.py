@@ -181,7 +181,7 @@ class CallStore:
             q = q.where(sa.or_(calls.c.started_at < at, sa.and_(calls.c.started_at == at, calls.c.id < call_id)))
         q = q.order_by(calls.c.started_at.desc(), calls.c.id.desc()).limit(limit + 1)
         async with self.engine.connect() as conn:
-            rows = [dict(r._mapping) for r in await conn.execute(q)]
+            rows = [_plain(r) for r in await conn.execute(q)]
         more = len(rows) > limit
         rows = rows[:limit]
         next_cursor = _encode_cursor(rows[-1]["started_at"], rows[-1]["id"]) if more else None
@@ -196,14 +196,24 @@ class CallStore:
             turn_rows = await conn.execute(sa.select(turns).where(turns.c.call_id == call_id).order_by(turns.c.turn))
             event_rows = await conn.execute(
                 sa.select(events).where(events.c.call_id == call_id).order_by(events.c.seq))
-            out = _public_call(dict(row._mapping))
-            out["turns"] = [{k: v for k, v in r._mapping.items() if k != "call_id"} for r in turn_rows]
-            out["events"] = [{k: v for k, v in r._mapping.items() if k != "call_id"} for r in event_rows]
+            out = _public_call(_plain(row))
+            out["turns"] = [_without(_plain(r), "call_id") for r in turn_rows]
+            out["events"] = [_without(_plain(r), "call_id") for r in event_rows]
             return out
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
             await conn.execute(sa.text("SELECT 1"))
+
+
+def _plain(row: sa.Row[Any]) -> dict[str, Any]:
+    # Column keys may be str subclasses (quoted_name), which orjson refuses.
+    return {str(k): v for k, v in row._asdict().items()}
+
+
+def _without(row: dict[str, Any], key: str) -> dict[str, Any]:
+    row.pop(key, None)
+    return row
 
 
 def _public_call(row: dict[str, Any]) -> dict[str, Any]:

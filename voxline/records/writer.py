@@ -52,6 +52,7 @@ class RecordWriter:
         self._events: collections.deque[dict[str, Any]] = collections.deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._inflight = 0  # rows of the batch being written
         self._failing = 0  # consecutive failed writes
         self.written = 0  # rows committed
         self.dropped = 0  # rows lost to the backlog's bound
@@ -77,15 +78,20 @@ class RecordWriter:
         self._added()
 
     @property
-    def backlog(self) -> int:
+    def waiting(self) -> int:
         return len(self._calls) + len(self._turns) + len(self._events)
+
+    @property
+    def backlog(self) -> int:
+        """Rows not yet committed: waiting, or in the write under way."""
+        return self.waiting + self._inflight
 
     @property
     def healthy(self) -> bool:
         return self._failing == 0
 
     def _added(self) -> None:
-        while self.backlog > self.capacity:
+        while self.waiting > self.capacity:
             if self._events:
                 self._events.popleft()
             elif self._turns:
@@ -121,7 +127,7 @@ class RecordWriter:
             await self._wake.wait()
             await asyncio.sleep(self.flush_delay)
             self._wake.clear()
-            while self.backlog:
+            while self.waiting:
                 if await self.flush(self.write_timeout):
                     continue
                 delay = self.backoff[min(self._failing, len(self.backoff)) - 1]
@@ -136,13 +142,16 @@ class RecordWriter:
             batch.append(self._events.popleft())
         if not (calls or turns or batch):
             return True
+        self._inflight = len(calls) + len(turns) + len(batch)
         try:
             async with asyncio.timeout(timeout):
                 await self.sink.write(list(calls.values()), list(turns.values()), batch)
         except asyncio.CancelledError:
+            self._inflight = 0
             self._restore(calls, turns, batch)
             raise
         except Exception as exc:  # the database is down, slow or refusing: keep the rows
+            self._inflight = 0
             self._restore(calls, turns, batch)
             self.failures += 1
             self._failing += 1
@@ -150,6 +159,7 @@ class RecordWriter:
             if self._failing == 1 or self._failing % 20 == 0:
                 log.warning("records: writing failed (%s); %d rows waiting", self.last_error, self.backlog)
             return False
+        self._inflight = 0
         if self._failing:
             log.info("records: the database is back; %d rows still waiting", self.backlog)
         self._failing = 0
