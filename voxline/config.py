@@ -154,6 +154,10 @@ class ServiceConfig:
     records: bool = True
     records_backlog: int = 10000  # rows waiting for an unreachable database before the oldest are dropped
     retention_days: float = 0.0  # records older than this are deleted (hourly); 0: kept forever
+    # Stereo WAV of every call (caller left, agent right) in data_dir/recordings;
+    # or only the calls of the agents named here.
+    record: bool = False
+    record_agents: tuple[str, ...] = ()
 
     @property
     def auth_enabled(self) -> bool:

@@ -1,14 +1,18 @@
 """``voxline serve`` killed (SIGKILL) mid-call: the call's record was already
-in the store, and the next start on the same data directory ends it as lost."""
+in the store, and the next start on the same data directory ends it as lost;
+the call's recording opens and lacks at most the last second."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+import urllib.request
 from pathlib import Path
 
 import aiohttp
+import numpy as np
 import pytest
+import soundfile as sf
 
 from ..control.test_serve import EXIT_DEADLINE, free_port, request, start, wait_ready
 from ..transports.probe import probe_signal
@@ -20,7 +24,7 @@ RATE = 16000
 def _config(tmp_path: Path, data_dir: Path) -> Path:
     path = tmp_path / "voxline.toml"
     path.write_text('vad = "webrtc"\ngreet = false\nlog_format = "json"\naudiosocket_port = -1\nsip_port = 0\n'
-                    f'drain_timeout = 1.0\ndata_dir = "{data_dir}"\n')
+                    f'drain_timeout = 1.0\nrecord = true\ndata_dir = "{data_dir}"\n')
     return path
 
 
@@ -53,6 +57,7 @@ async def test_a_call_cut_by_kill_9_is_recorded_and_ends_as_lost_on_the_next_sta
                         got.append(msg.data)
 
             reader = asyncio.ensure_future(read())
+            first = time.monotonic()
             sig = probe_signal(RATE, 1.5)
             await send_realtime(ws.send_bytes, [f.astype("<i2").tobytes() for f in frames(sig, RATE // 50)])
             await ws.send_str('{"type": "dtmf", "digit": "3"}')
@@ -64,11 +69,18 @@ async def test_a_call_cut_by_kill_9_is_recorded_and_ends_as_lost_on_the_next_sta
             assert call["state"] == "active" and call["ended_at"] is None
             call_id = call["id"]
             _poll(lambda: request(f"{base}/v1/calls/{call_id}")[1].get("dtmf") == "3", 5, "the digit recorded")
+            await send_realtime(ws.send_bytes, [f.astype("<i2").tobytes() for f in frames(sig, RATE // 50)])
             proc.kill()  # SIGKILL: no drain, no last write
+            lasted = time.monotonic() - first
             proc.communicate(timeout=EXIT_DEADLINE)
             reader.cancel()
             await ws.close()
         assert (data / "voxline.db").is_file()
+        wav = data / "recordings" / f"{call_id}.wav"
+        pcm, rate = sf.read(wav, dtype="int16")  # opens: the header was kept up to date
+        assert rate == RATE and pcm.shape[1] == 2
+        assert lasted - 1.0 <= len(pcm) / RATE <= lasted, (len(pcm) / RATE, lasted)
+        assert np.abs(pcm[:, 0]).max() > 1000 and np.abs(pcm[:, 1]).max() > 1000  # both sides
 
         proc = start("voxline", config, port, "--data-dir", str(data))
         wait_ready(proc, base)
@@ -76,6 +88,8 @@ async def test_a_call_cut_by_kill_9_is_recorded_and_ends_as_lost_on_the_next_sta
         assert record["state"] == "ended" and record["end_reason"] == "lost", record
         assert record["started_at"] <= record["ended_at"] <= time.time()
         assert record["transport"] == "raw" and record["agent"] == "echo" and record["dtmf"] == "3"
+        with urllib.request.urlopen(f"{base}/v1/calls/{call_id}/recording", timeout=10) as resp:
+            assert resp.status == 200 and resp.read(4) == b"RIFF"
         assert [e["kind"] for e in record["events"]].count("dtmf") == 1
     finally:
         if proc.poll() is None:

@@ -18,6 +18,7 @@ import contextlib
 import importlib.resources
 import logging
 import time
+from pathlib import Path
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -30,11 +31,13 @@ from voxline.config import ConfigError, ServiceConfig
 from voxline.records import Records, RecordsConfig, StoreConfig
 from voxline.records.writer import WriterCollector
 
+RECORDINGS = "recordings"  # under data_dir, as the runtime writes them (runtime.RECORDINGS)
+
 from voxline.transports.base import Door, Transport
 
 from .admission import Admission
 from .auth import AuthError, Authenticator, Identity
-from .calls import CALL_QUERY, CALL_REPLIES, RECORDS, delete_call, get_call, list_calls
+from .calls import CALL_QUERY, CALL_REPLIES, RECORDS, delete_call, get_call, get_recording, list_calls
 from .connections import MalformedRequests
 from .doors import CallService, door_routes, door_schemas, load_doors
 from .errors import MAX_BODY, ApiError, error_middleware, json_response, read_json
@@ -239,6 +242,10 @@ async def delete_call_record(request: web.Request) -> web.StreamResponse:
     return await delete_call(request, tenant, live)
 
 
+async def get_call_recording(request: web.Request) -> web.StreamResponse:
+    return await get_recording(request, request[IDENTITY].tenant)
+
+
 async def healthz(request: web.Request) -> web.StreamResponse:
     return json_response({"status": "ok"})
 
@@ -322,6 +329,9 @@ ROUTES: tuple[Route, ...] = (
           replies=CALL_REPLIES["get"], tag="calls"),
     Route("DELETE", "/v1/calls/{call_id}", delete_call_record, "deleteCall", "Delete a call record",
           replies=CALL_REPLIES["delete"], tag="calls"),
+    Route("GET", "/v1/calls/{call_id}/recording", get_call_recording, "getCallRecording",
+          "The call's recording (stereo WAV: caller left, agent right, as the caller heard it); Range supported",
+          replies=CALL_REPLIES["recording"], tag="calls"),
     Route("GET", "/healthz", healthz, "health", "The process is alive", auth=False,
           replies={200: Reply("Alive", "Health")}, tag="service"),
     Route("GET", "/readyz", readyz, "readiness", "Models loaded, port bound, admitting", auth=False,
@@ -441,7 +451,9 @@ def _records(config: ServiceConfig) -> Records | None:
         store = StoreConfig.from_service(config.data_dir, config.database_url)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    return Records(RecordsConfig(store, backlog=config.records_backlog, retention_days=config.retention_days))
+    recordings = str(Path(config.data_dir) / RECORDINGS)
+    return Records(RecordsConfig(store, backlog=config.records_backlog, retention_days=config.retention_days,
+                                 recordings=recordings))
 
 
 async def _sessions_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -23,7 +23,7 @@ from voxline.records.store import MAX_LIMIT
 from .errors import ApiError, json_response
 from .openapi import SESSION_ID_PATTERN, Reply
 
-__all__ = ["RECORDS", "list_calls", "get_call", "delete_call", "CALL_QUERY", "call_schemas", "CALL_REPLIES"]
+__all__ = ["RECORDS", "list_calls", "get_call", "delete_call", "get_recording", "CALL_QUERY", "call_schemas", "CALL_REPLIES"]
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,11 @@ CALL_REPLIES = {"list": {200: Reply("A page of this tenant's calls, newest first
                          400: Reply("A query parameter out of its range, or a cursor this service did not hand out"),
                          503: _R503},
                 "get": {200: Reply("The call with its turns and events", "CallRecord"), 503: _R503},
-                "delete": {204: Reply("Deleted", None), 409: Reply("The call is still in progress"), 503: _R503}}
+                "delete": {204: Reply("Deleted (the recording too)", None), 409: Reply("The call is still in progress"),
+                           503: _R503},
+                "recording": {200: Reply("Stereo WAV, caller left, agent right", None, media=("audio/wav",)),
+                              206: Reply("The requested range", None, media=("audio/wav",)),
+                              416: Reply("Range not satisfiable", None, media=("text/plain",)), 503: _R503}}
 
 
 def _records(request: web.Request) -> Records:
@@ -143,15 +147,28 @@ async def delete_call(request: web.Request, tenant: str, live: bool) -> web.Stre
     call_id = _call_id(request)
     if live:
         raise ApiError(409, "in_progress", f"call {call_id} is in progress: end the session first")
-    if not await _db(records, lambda: records.store.delete(call_id, tenant)):
+    if not await _db(records, lambda: records.delete(call_id, tenant)):
         raise ApiError(404, "not_found", f"no call {call_id}", "call_id")
     return web.Response(status=204)
+
+
+async def get_recording(request: web.Request, tenant: str) -> web.StreamResponse:
+    """The call's stereo WAV (caller left, agent right); HTTP range requests served
+    by aiohttp's FileResponse (206, 416). A call in progress: what is on disk so far."""
+    records = _records(request)
+    call_id = _call_id(request)
+    if not await _db(records, lambda: records.store.exists(call_id, tenant)):
+        raise ApiError(404, "not_found", f"no call {call_id}", "call_id")
+    path = records.recording(call_id)
+    if path is None:
+        raise ApiError(404, "not_found", f"call {call_id} has no recording", "call_id")
+    return web.FileResponse(path, headers={"Content-Type": "audio/wav"})
 
 
 def call_schemas() -> dict[str, dict[str, Any]]:
     num_or_null = {"type": ["number", "null"]}
     str_or_null = {"type": ["string", "null"]}
-    summary = {
+    summary: dict[str, Any] = {
         "type": "object",
         "required": ["id", "tenant", "transport", "agent", "state", "started_at", "answered_at", "ended_at",
                      "end_reason", "turn_count", "dtmf", "barge_ins", "transfers", "failures"],
@@ -194,7 +211,7 @@ def call_schemas() -> dict[str, dict[str, Any]]:
         "properties": {"seq": {"type": "integer"}, "time": {"type": "number"}, "kind": {"type": "string"},
                        "turn": {"type": "integer"}, "data": {"type": "object"}},
     }
-    record = {**summary, "required": [*summary["required"], "turns", "events"],
+    record: dict[str, Any] = {**summary, "required": [*summary["required"], "turns", "events"],
               "properties": {**summary["properties"],
                              "turns": {"type": "array", "items": {"$ref": "#/components/schemas/CallTurn"}},
                              "events": {"type": "array", "items": {"$ref": "#/components/schemas/CallEvent"}}}}

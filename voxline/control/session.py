@@ -187,7 +187,7 @@ class SessionRegistry:
         on_end: Callable[[Session], None] | None = None,
         retry_after: int = 5,
         caps: Caps = Caps(),
-        on_admit: Callable[[Session], None] | None = None,
+        on_admit: Callable[[Session], object] | None = None,
     ) -> None:
         self.max_sessions = max_sessions
         self.retry_after = retry_after

@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .recorder import CallRecorder, Recorders, SessionLike
@@ -41,6 +42,7 @@ class RecordsConfig:
     backlog: int = 10_000  # rows waiting for the database, at most
     retention_days: float = 0.0  # 0: keep records forever
     retention_period: float = RETENTION_PERIOD
+    recordings: str | None = None  # the directory of the calls' recordings (<call id>.wav)
 
 
 class _StoreSink:
@@ -67,7 +69,7 @@ class Records:
         self.opened = asyncio.Event()
         self.lost_on_start = 0
         self.purged = 0
-        self.on_purge: list[Callable[[list[str]], None]] = []  # e.g. deleting their recordings
+        self.on_purge: list[Callable[[list[str]], None]] = [self._delete_recordings]
 
     @property
     def store(self) -> CallStore:
@@ -107,6 +109,29 @@ class Records:
         if self.config.retention_days > 0:
             self._tasks.append(asyncio.get_running_loop().create_task(self._retain(), name="records-retention"))
 
+    def recording(self, call_id: str) -> Path | None:
+        """The call's recording file, if it has one."""
+        if self.config.recordings is None:
+            return None
+        path = Path(self.config.recordings) / f"{call_id}.wav"
+        return path if path.is_file() else None
+
+    def _delete_recordings(self, call_ids: list[str]) -> None:
+        for call_id in call_ids:
+            path = self.recording(call_id)
+            if path is not None:
+                try:
+                    path.unlink()
+                except OSError as exc:
+                    log.warning("records: deleting recording %s failed: %s", path, exc)
+
+    async def delete(self, call_id: str, tenant: str) -> bool:
+        """Delete a call's record and its recording."""
+        if not await self.store.delete(call_id, tenant):
+            return False
+        self._delete_recordings([call_id])
+        return True
+
     async def purge(self) -> list[str]:
         """Delete the records older than ``retention_days`` now; their ids."""
         before = self._clock() - self.config.retention_days * DAY
@@ -127,6 +152,10 @@ class Records:
             await asyncio.sleep(self.config.retention_period)
 
     async def close(self, timeout: float = 5.0) -> None:
+        opening = self._tasks[0] if self._tasks else None
+        if opening is not None and not opening.done() and not self.opened.is_set():
+            # Let a store being opened finish (its driver's thread must not outlive the loop).
+            await asyncio.wait({opening}, timeout=min(timeout, 2.0))
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -201,6 +201,12 @@ class CallStore:
             out["events"] = [_without(_plain(r), "call_id") for r in event_rows]
             return out
 
+    async def exists(self, call_id: str, tenant: str) -> bool:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(calls.c.id).where(calls.c.id == call_id,
+                                                                  calls.c.tenant == tenant))).first()
+            return row is not None
+
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
             await conn.execute(sa.text("SELECT 1"))
