@@ -158,6 +158,10 @@ class ServiceConfig:
     # or only the calls of the agents named here.
     record: bool = False
     record_agents: tuple[str, ...] = ()
+    # Webhooks (call.started, call.ended, turn.completed, dtmf, transfer) POSTed
+    # here, signed with HMAC-SHA256 by webhook_secret; "": none.
+    webhook_url: str = ""
+    webhook_secret: str = ""
 
     @property
     def auth_enabled(self) -> bool:

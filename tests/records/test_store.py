@@ -34,8 +34,8 @@ async def test_migrations_from_empty_create_every_table_at_head(database_url: st
         async with s.engine.connect() as conn:
             names = await conn.run_sync(lambda c: set(sa.inspect(c).get_table_names()))
             version = (await conn.execute(sa.text("SELECT version_num FROM alembic_version"))).scalar_one()
-        assert {"calls", "turns", "call_events", "alembic_version"} <= names
-        assert version == "0001"
+        assert {"calls", "turns", "call_events", "webhook_outbox", "alembic_version"} <= names
+        assert version == "0002"
     finally:
         await s.close()
     again = await open_store(StoreConfig(engine_url("", database_url), NODE))  # applied: nothing to do

@@ -18,7 +18,7 @@ class FlakySink:
         self.attempts = 0
 
     async def write(self, calls: list[dict[str, Any]], turns: list[dict[str, Any]],
-                    events: list[dict[str, Any]]) -> None:
+                    events: list[dict[str, Any]], outbox: list[dict[str, Any]]) -> None:
         self.attempts += 1
         if not self.up:
             raise ConnectionRefusedError("database down")
@@ -67,7 +67,7 @@ async def test_rows_that_arrive_during_a_failed_write_win_over_the_batch() -> No
     gate = asyncio.Event()
 
     class Slow(FlakySink):
-        async def write(self, calls, turns, events):  # type: ignore[no-untyped-def]
+        async def write(self, calls, turns, events, outbox):  # type: ignore[no-untyped-def]
             await gate.wait()
             raise TimeoutError("slow")
 
@@ -83,7 +83,7 @@ async def test_rows_that_arrive_during_a_failed_write_win_over_the_batch() -> No
 
 async def test_a_slow_database_times_out_and_the_rows_stay() -> None:
     class Hang(FlakySink):
-        async def write(self, calls, turns, events):  # type: ignore[no-untyped-def]
+        async def write(self, calls, turns, events, outbox):  # type: ignore[no-untyped-def]
             await asyncio.sleep(10)
 
     w = RecordWriter(Hang(), capacity=100)

@@ -37,7 +37,8 @@ from voxline.transports.base import Door, Transport
 
 from .admission import Admission
 from .auth import AuthError, Authenticator, Identity
-from .calls import CALL_QUERY, CALL_REPLIES, RECORDS, delete_call, get_call, get_recording, list_calls
+from .calls import (CALL_QUERY, CALL_REPLIES, DELIVERY_PATTERN, RECORDS, dead_webhooks, delete_call, get_call,
+                    get_recording, list_calls, retry_webhook)
 from .connections import MalformedRequests
 from .doors import CallService, door_routes, door_schemas, load_doors
 from .errors import MAX_BODY, ApiError, error_middleware, json_response, read_json
@@ -246,6 +247,14 @@ async def get_call_recording(request: web.Request) -> web.StreamResponse:
     return await get_recording(request, request[IDENTITY].tenant)
 
 
+async def list_dead_webhooks(request: web.Request) -> web.StreamResponse:
+    return await dead_webhooks(request, request[IDENTITY].tenant)
+
+
+async def retry_dead_webhook(request: web.Request) -> web.StreamResponse:
+    return await retry_webhook(request, request[IDENTITY].tenant)
+
+
 async def healthz(request: web.Request) -> web.StreamResponse:
     return json_response({"status": "ok"})
 
@@ -332,6 +341,11 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/calls/{call_id}/recording", get_call_recording, "getCallRecording",
           "The call's recording (stereo WAV: caller left, agent right, as the caller heard it); Range supported",
           replies=CALL_REPLIES["recording"], tag="calls"),
+    Route("GET", "/v1/webhooks/dead", list_dead_webhooks, "listDeadWebhooks",
+          "Webhook deliveries that failed every retry (2, 4, 8 s), this tenant's",
+          replies=CALL_REPLIES["dead"], tag="webhooks"),
+    Route("POST", "/v1/webhooks/dead/{delivery_id}/retry", retry_dead_webhook, "retryDeadWebhook",
+          "Put a dead webhook back in the outbox", replies=CALL_REPLIES["retry"], tag="webhooks"),
     Route("GET", "/healthz", healthz, "health", "The process is alive", auth=False,
           replies={200: Reply("Alive", "Health")}, tag="service"),
     Route("GET", "/readyz", readyz, "readiness", "Models loaded, port bound, admitting", auth=False,
@@ -453,7 +467,8 @@ def _records(config: ServiceConfig) -> Records | None:
         raise ConfigError(str(exc)) from exc
     recordings = str(Path(config.data_dir) / RECORDINGS)
     return Records(RecordsConfig(store, backlog=config.records_backlog, retention_days=config.retention_days,
-                                 recordings=recordings))
+                                 recordings=recordings, webhook_url=config.webhook_url,
+                                 webhook_secret=config.webhook_secret))
 
 
 async def _sessions_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -530,6 +545,7 @@ def create_app(
         pattern = SESSION_ID_PATTERN.strip("^$")
         path = route.path.replace("{session_id}", "{session_id:" + pattern + "}")
         path = path.replace("{call_id}", "{call_id:" + pattern + "}")
+        path = path.replace("{delivery_id}", "{delivery_id:" + DELIVERY_PATTERN.strip("^$") + "}")
         app.router.add_route(route.method, path, _wrap(route))
     app.cleanup_ctx.append(_records_ctx)
     app.cleanup_ctx.append(_malformed_ctx)

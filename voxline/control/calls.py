@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -23,7 +24,8 @@ from voxline.records.store import MAX_LIMIT
 from .errors import ApiError, json_response
 from .openapi import SESSION_ID_PATTERN, Reply
 
-__all__ = ["RECORDS", "list_calls", "get_call", "delete_call", "get_recording", "CALL_QUERY", "call_schemas", "CALL_REPLIES"]
+__all__ = ["RECORDS", "list_calls", "get_call", "delete_call", "get_recording", "dead_webhooks", "retry_webhook",
+           "DELIVERY_PATTERN", "CALL_QUERY", "call_schemas", "CALL_REPLIES"]
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,7 @@ RECORDS = web.AppKey("records", Records)
 READ_TIMEOUT = 5.0  # s: a database slower than this is answered 503
 RETRY = 5
 CURSOR_PATTERN = "^[A-Za-z0-9_-]{1,400}$"
+DELIVERY_PATTERN = "^[0-9a-f]{16}-[0-9]{1,9}$"  # <call id>-<event seq>
 AGENT_PATTERN = "^[a-z][a-z0-9_-]{0,31}$"
 DEFAULT_LIMIT = 50
 
@@ -56,7 +59,10 @@ CALL_REPLIES = {"list": {200: Reply("A page of this tenant's calls, newest first
                            503: _R503},
                 "recording": {200: Reply("Stereo WAV, caller left, agent right", None, media=("audio/wav",)),
                               206: Reply("The requested range", None, media=("audio/wav",)),
-                              416: Reply("Range not satisfiable", None, media=("text/plain",)), 503: _R503}}
+                              416: Reply("Range not satisfiable", None, media=("text/plain",)), 503: _R503},
+                "dead": {200: Reply("This tenant's webhooks that gave up, newest first", "DeadWebhooks"),
+                         503: _R503},
+                "retry": {202: Reply("Back in the outbox, due now", "WebhookRetried"), 503: _R503}}
 
 
 def _records(request: web.Request) -> Records:
@@ -165,6 +171,20 @@ async def get_recording(request: web.Request, tenant: str) -> web.StreamResponse
     return web.FileResponse(path, headers={"Content-Type": "audio/wav"})
 
 
+async def dead_webhooks(request: web.Request, tenant: str) -> web.StreamResponse:
+    records = _records(request)
+    dead = await _db(records, lambda: records.store.dead_webhooks(tenant))
+    return json_response({"dead": dead})
+
+
+async def retry_webhook(request: web.Request, tenant: str) -> web.StreamResponse:
+    records = _records(request)
+    delivery = request.match_info["delivery_id"]
+    if not await _db(records, lambda: records.store.retry_webhook(delivery, tenant, time.time())):
+        raise ApiError(404, "not_found", f"no dead webhook {delivery}", "delivery_id")
+    return json_response({"id": delivery, "state": "pending"}, 202)
+
+
 def call_schemas() -> dict[str, dict[str, Any]]:
     num_or_null = {"type": ["number", "null"]}
     str_or_null = {"type": ["string", "null"]}
@@ -215,7 +235,22 @@ def call_schemas() -> dict[str, dict[str, Any]]:
               "properties": {**summary["properties"],
                              "turns": {"type": "array", "items": {"$ref": "#/components/schemas/CallTurn"}},
                              "events": {"type": "array", "items": {"$ref": "#/components/schemas/CallEvent"}}}}
+    delivery = {
+        "type": "object",
+        "required": ["id", "call_id", "type", "payload", "created_at", "state", "attempts", "last_error"],
+        "properties": {"id": {"type": "string", "pattern": DELIVERY_PATTERN}, "call_id": {"type": "string"},
+                       "type": {"type": "string"}, "payload": {"type": "object"},
+                       "created_at": {"type": "number"}, "state": {"type": "string"},
+                       "attempts": {"type": "integer"}, "next_at": {"type": "number"},
+                       "last_error": str_or_null, "delivered_at": num_or_null},
+    }
     return {
+        "WebhookDelivery": delivery,
+        "DeadWebhooks": {"type": "object", "required": ["dead"],
+                         "properties": {"dead": {"type": "array",
+                                                 "items": {"$ref": "#/components/schemas/WebhookDelivery"}}}},
+        "WebhookRetried": {"type": "object", "required": ["id", "state"],
+                           "properties": {"id": {"type": "string"}, "state": {"type": "string"}}},
         "CallSummary": summary,
         "CallTurn": turn,
         "CallEvent": event,

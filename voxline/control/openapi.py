@@ -246,6 +246,10 @@ def _content(reply: Reply) -> dict[str, Any]:
 def _param_schema(name: str, assets: Sequence[str]) -> dict[str, Any]:
     if name in ("session_id", "call_id"):  # a call record is named by its session's id
         return {"type": "string", "pattern": SESSION_ID_PATTERN}
+    if name == "delivery_id":
+        from .calls import DELIVERY_PATTERN
+
+        return {"type": "string", "pattern": DELIVERY_PATTERN}
     if name == "name" and assets:
         return {"type": "string", "enum": sorted(assets)}
     return {"type": "string", "pattern": "^[A-Za-z0-9_.-]+$"}

@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from .webhooks import webhook_row
+
 __all__ = ["CallRecorder", "SessionLike", "RowSink", "EVENT_DEPTH"]
 
 log = logging.getLogger(__name__)
@@ -42,12 +44,14 @@ class RowSink(Protocol):
     def call(self, row: dict[str, Any]) -> None: ...
     def turn(self, row: dict[str, Any]) -> None: ...
     def event(self, row: dict[str, Any]) -> None: ...
+    def webhook(self, row: dict[str, Any]) -> None: ...
 
 
 class CallRecorder:
     def __init__(self, session: SessionLike, sink: RowSink, node: str,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, webhooks: bool = False) -> None:
         self.session = session
+        self.webhooks = webhooks
         self.sink = sink
         self.node = node
         self._clock = clock
@@ -110,6 +114,24 @@ class CallRecorder:
             call["peer"] = call["peer"] or _peer(self.session)
             call["updated_at"] = self._clock()
             self.sink.call(dict(call))
+        if self.webhooks:
+            self._webhook(kind, turn, data, int(event["seq"]), at)
+
+    def _webhook(self, kind: str, turn: int, data: dict[str, Any], seq: int, at: float) -> None:
+        hook: str | None = None
+        body: dict[str, Any] = {}
+        if kind == "session" and data.get("state") == "active":
+            hook, body = "call.started", _summary(self.call)
+        elif kind == "session" and data.get("state") == "ended":
+            hook, body = "call.ended", _summary(self.call)
+        elif kind == "dtmf":
+            hook, body = "dtmf", {"digit": data.get("digit"), "turn": turn}
+        elif kind == "transfer":
+            hook, body = "transfer", _jsonable(data)
+        elif kind == "heard" and turn in self._turns:
+            hook, body = "turn.completed", {k: v for k, v in self._turns[turn].items() if k != "call_id"}
+        if hook is not None:
+            self.sink.webhook(webhook_row(hook, self.call["id"], self.call["tenant"], seq, at, body))
 
     def _turn(self, turn: int, kind: str, data: dict[str, Any], at: float) -> None:
         row = self._turns.get(turn)
@@ -147,6 +169,10 @@ class CallRecorder:
         self.sink.call(dict(call))
 
 
+def _summary(call: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in call.items() if k not in ("node", "updated_at", "tenant")}
+
+
 def _peer(session: SessionLike) -> str | None:
     peer = session.extra.get("peer")
     return str(peer)[:256] if peer else None
@@ -165,13 +191,14 @@ def _jsonable(value: Any) -> Any:
 class Recorders:
     """The recorders of live sessions: one task each, awaited (or cancelled) at shutdown."""
 
-    def __init__(self, sink: RowSink, node: str) -> None:
+    def __init__(self, sink: RowSink, node: str, webhooks: bool = False) -> None:
         self.sink = sink
         self.node = node
+        self.webhooks = webhooks
         self._tasks: set[asyncio.Task[None]] = set()
 
     def watch(self, session: SessionLike) -> CallRecorder:
-        recorder = CallRecorder(session, self.sink, self.node)
+        recorder = CallRecorder(session, self.sink, self.node, webhooks=self.webhooks)
         task = asyncio.get_running_loop().create_task(recorder.run(), name=f"record:{session.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-__all__ = ["metadata", "calls", "turns", "events"]
+__all__ = ["metadata", "calls", "turns", "events", "outbox"]
 
 metadata = sa.MetaData()
 
@@ -61,4 +61,23 @@ events = sa.Table(
     sa.Column("kind", sa.String(32), nullable=False),
     sa.Column("turn", sa.Integer, nullable=False, server_default="0"),
     sa.Column("data", sa.JSON, nullable=False),
+)
+
+# Webhook deliveries, durable: written with the call's rows, sent by the
+# dispatcher (webhooks.py), retried, and kept as dead letters when they give up.
+outbox = sa.Table(
+    "webhook_outbox", metadata,
+    sa.Column("id", sa.String(48), primary_key=True),  # <call id>-<event seq>: a replay writes it once
+    sa.Column("tenant", sa.String(128), nullable=False),
+    sa.Column("call_id", sa.String(64), nullable=False),
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # pending | delivered | dead
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_at", sa.Float, nullable=False),
+    sa.Column("last_error", sa.Text),
+    sa.Column("delivered_at", sa.Float),
+    sa.Index("ix_outbox_due", "state", "next_at"),
+    sa.Index("ix_outbox_tenant_state", "tenant", "state", "created_at"),
 )

@@ -21,6 +21,7 @@ from typing import Any
 
 from .recorder import CallRecorder, Recorders, SessionLike
 from .store import CallStore, StoreConfig, open_store
+from .webhooks import Dispatcher
 from .writer import RecordWriter
 
 __all__ = ["Records", "RecordsConfig", "StoreUnavailable"]
@@ -43,6 +44,8 @@ class RecordsConfig:
     retention_days: float = 0.0  # 0: keep records forever
     retention_period: float = RETENTION_PERIOD
     recordings: str | None = None  # the directory of the calls' recordings (<call id>.wav)
+    webhook_url: str = ""  # "": no webhooks
+    webhook_secret: str = ""
 
 
 class _StoreSink:
@@ -52,10 +55,10 @@ class _StoreSink:
         self.store: CallStore | None = None
 
     async def write(self, call_rows: list[dict[str, Any]], turn_rows: list[dict[str, Any]],
-                    event_rows: list[dict[str, Any]]) -> None:
+                    event_rows: list[dict[str, Any]], outbox_rows: list[dict[str, Any]]) -> None:
         if self.store is None:
             raise StoreUnavailable("the database has not been reached yet")
-        await self.store.write(call_rows, turn_rows, event_rows)
+        await self.store.write(call_rows, turn_rows, event_rows, outbox_rows)
 
 
 class Records:
@@ -64,7 +67,8 @@ class Records:
         self._clock = clock
         self._sink = _StoreSink()
         self.writer = RecordWriter(self._sink, config.backlog)
-        self.recorders = Recorders(self.writer, config.store.node)
+        self.recorders = Recorders(self.writer, config.store.node, webhooks=bool(config.webhook_url))
+        self.dispatcher = Dispatcher(config.webhook_url, config.webhook_secret) if config.webhook_url else None
         self._tasks: list[asyncio.Task[None]] = []
         self.opened = asyncio.Event()
         self.lost_on_start = 0
@@ -106,6 +110,9 @@ class Records:
         self._sink.store = store
         self.opened.set()
         log.info("records: call store open (%s)", store.engine.dialect.name)
+        if self.dispatcher is not None:
+            self._tasks.append(asyncio.get_running_loop().create_task(self.dispatcher.run(lambda: self.store),
+                                                                      name="records-webhooks"))
         if self.config.retention_days > 0:
             self._tasks.append(asyncio.get_running_loop().create_task(self._retain(), name="records-retention"))
 

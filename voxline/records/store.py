@@ -22,7 +22,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from .schema import calls, events, turns
+from .schema import calls, events, outbox, turns
 
 __all__ = ["CallStore", "StoreConfig", "Page", "open_store", "engine_url", "BadCursor", "DB_FILE"]
 
@@ -105,9 +105,10 @@ class CallStore:
     # -- writes ------------------------------------------------------------------
 
     async def write(self, call_rows: Iterable[Mapping[str, Any]], turn_rows: Iterable[Mapping[str, Any]],
-                    event_rows: Iterable[Mapping[str, Any]]) -> None:
-        """Upsert calls and turns, add events (kept if already there): one transaction."""
+                    event_rows: Iterable[Mapping[str, Any]], outbox_rows: Iterable[Mapping[str, Any]] = ()) -> None:
+        """Upsert calls and turns, add events and webhooks (kept if already there): one transaction."""
         call_rows, turn_rows, event_rows = list(call_rows), list(turn_rows), list(event_rows)
+        outbox_rows = list(outbox_rows)
         async with self.engine.begin() as conn:
             if call_rows:
                 await self._upsert(conn, calls, call_rows, ("id",))
@@ -116,6 +117,9 @@ class CallStore:
             if event_rows:
                 stmt = self._insert(events).on_conflict_do_nothing(index_elements=["call_id", "seq"])
                 await conn.execute(stmt, event_rows)
+            if outbox_rows:
+                stmt = self._insert(outbox).on_conflict_do_nothing(index_elements=["id"])
+                await conn.execute(stmt, outbox_rows)
 
     async def _upsert(self, conn: AsyncConnection, table: sa.Table, rows: list[Mapping[str, Any]],
                       keys: tuple[str, ...]) -> None:
@@ -159,6 +163,7 @@ class CallStore:
                 if not ids:
                     return gone
                 await conn.execute(events.delete().where(events.c.call_id.in_(ids)))
+                await conn.execute(outbox.delete().where(outbox.c.call_id.in_(ids), outbox.c.state != "pending"))
                 await conn.execute(turns.delete().where(turns.c.call_id.in_(ids)))
                 await conn.execute(calls.delete().where(calls.c.id.in_(ids)))
             gone += ids
@@ -206,6 +211,42 @@ class CallStore:
             row = (await conn.execute(sa.select(calls.c.id).where(calls.c.id == call_id,
                                                                   calls.c.tenant == tenant))).first()
             return row is not None
+
+    # -- the webhook outbox --------------------------------------------------------
+
+    async def due_webhooks(self, now: float, limit: int = 20) -> list[dict[str, Any]]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(sa.select(outbox).where(outbox.c.state == "pending", outbox.c.next_at <= now)
+                                      .order_by(outbox.c.next_at, outbox.c.id).limit(limit))
+            return [_plain(r) for r in rows]
+
+    async def webhook_done(self, delivery_id: str, *, attempts: int, now: float, next_at: float | None,
+                           error: str | None) -> None:
+        """A delivery attempt's outcome: delivered (no error), to retry at ``next_at``, or dead."""
+        if error is None:
+            values: dict[str, Any] = {"state": "delivered", "attempts": attempts, "delivered_at": now,
+                                      "last_error": None}
+        elif next_at is not None:
+            values = {"attempts": attempts, "next_at": next_at, "last_error": error}
+        else:
+            values = {"state": "dead", "attempts": attempts, "last_error": error}
+        async with self.engine.begin() as conn:
+            await conn.execute(outbox.update().where(outbox.c.id == delivery_id).values(**values))
+
+    async def dead_webhooks(self, tenant: str, limit: int = 100) -> list[dict[str, Any]]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(sa.select(outbox).where(outbox.c.tenant == tenant, outbox.c.state == "dead")
+                                      .order_by(outbox.c.created_at.desc(), outbox.c.id).limit(limit))
+            return [_without(_plain(r), "tenant") for r in rows]
+
+    async def retry_webhook(self, delivery_id: str, tenant: str, now: float) -> bool:
+        """A dead letter back in the outbox, due now, with its attempts counted afresh."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                outbox.update().where(outbox.c.id == delivery_id, outbox.c.tenant == tenant,
+                                      outbox.c.state == "dead")
+                .values(state="pending", attempts=0, next_at=now))
+            return bool(result.rowcount)
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:

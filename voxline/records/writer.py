@@ -34,7 +34,7 @@ BACKOFF = (0.5, 1.0, 2.0, 5.0)  # s between retries while the database is failin
 
 class Sink(Protocol):
     async def write(self, call_rows: list[dict[str, Any]], turn_rows: list[dict[str, Any]],
-                    event_rows: list[dict[str, Any]]) -> None: ...
+                    event_rows: list[dict[str, Any]], outbox_rows: list[dict[str, Any]]) -> None: ...
 
 
 class RecordWriter:
@@ -50,6 +50,7 @@ class RecordWriter:
         self._calls: dict[str, dict[str, Any]] = {}
         self._turns: dict[tuple[str, int], dict[str, Any]] = {}
         self._events: collections.deque[dict[str, Any]] = collections.deque()
+        self._outbox: collections.deque[dict[str, Any]] = collections.deque()  # webhooks: dropped last
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._inflight = 0  # rows of the batch being written
@@ -77,9 +78,13 @@ class RecordWriter:
         self._events.append(row)
         self._added()
 
+    def webhook(self, row: dict[str, Any]) -> None:
+        self._outbox.append(row)
+        self._added()
+
     @property
     def waiting(self) -> int:
-        return len(self._calls) + len(self._turns) + len(self._events)
+        return len(self._calls) + len(self._turns) + len(self._events) + len(self._outbox)
 
     @property
     def backlog(self) -> int:
@@ -96,6 +101,8 @@ class RecordWriter:
                 self._events.popleft()
             elif self._turns:
                 del self._turns[next(iter(self._turns))]
+            elif self._outbox:
+                self._outbox.popleft()
             else:
                 del self._calls[next(iter(self._calls))]
             self.dropped += 1
@@ -140,19 +147,22 @@ class RecordWriter:
         batch: list[dict[str, Any]] = []
         while self._events and len(batch) < BATCH:
             batch.append(self._events.popleft())
-        if not (calls or turns or batch):
+        hooks: list[dict[str, Any]] = []
+        while self._outbox and len(hooks) < BATCH:
+            hooks.append(self._outbox.popleft())
+        if not (calls or turns or batch or hooks):
             return True
-        self._inflight = len(calls) + len(turns) + len(batch)
+        self._inflight = len(calls) + len(turns) + len(batch) + len(hooks)
         try:
             async with asyncio.timeout(timeout):
-                await self.sink.write(list(calls.values()), list(turns.values()), batch)
+                await self.sink.write(list(calls.values()), list(turns.values()), batch, hooks)
         except asyncio.CancelledError:
             self._inflight = 0
-            self._restore(calls, turns, batch)
+            self._restore(calls, turns, batch, hooks)
             raise
         except Exception as exc:  # the database is down, slow or refusing: keep the rows
             self._inflight = 0
-            self._restore(calls, turns, batch)
+            self._restore(calls, turns, batch, hooks)
             self.failures += 1
             self._failing += 1
             self.last_error = f"{type(exc).__name__}: {exc}"[:300]
@@ -163,11 +173,11 @@ class RecordWriter:
         if self._failing:
             log.info("records: the database is back; %d rows still waiting", self.backlog)
         self._failing = 0
-        self.written += len(calls) + len(turns) + len(batch)
+        self.written += len(calls) + len(turns) + len(batch) + len(hooks)
         return True
 
     def _restore(self, calls: dict[str, dict[str, Any]], turns: dict[tuple[str, int], dict[str, Any]],
-                 batch: list[dict[str, Any]]) -> None:
+                 batch: list[dict[str, Any]], hooks: list[dict[str, Any]]) -> None:
         # Rows that arrived during the write are newer: they win over the batch's.
         for key, row in self._calls.items():
             calls[key] = {**calls.get(key, {}), **row}
@@ -175,6 +185,7 @@ class RecordWriter:
             turns[tkey] = {**turns.get(tkey, {}), **trow}
         self._calls, self._turns = calls, turns
         self._events.extendleft(reversed(batch))
+        self._outbox.extendleft(reversed(hooks))
         self._added()
 
 
