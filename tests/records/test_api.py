@@ -135,7 +135,7 @@ async def test_retention_deletes_old_records_on_a_schedule(database_url: str) ->
         new = {**row, "id": "1" * 16, "started_at": now - 3600, "ended_at": now - 3000, "updated_at": now}
         await records.store.write([old, new], [], [])
         await eventually(lambda: purged == [old["id"]], what="the sweep")
-        assert [c["id"] for c in (await records.store.list("acme")).calls] == [new["id"]]
+        assert [c["id"] for c in (await records.store.page("acme")).calls] == [new["id"]]
     finally:
         await records.close()
 

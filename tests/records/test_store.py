@@ -76,7 +76,7 @@ async def test_pages_are_newest_first_without_gaps_or_repeats(store: CallStore) 
     cursor = None
     pages = 0
     while True:
-        page = await store.list("acme", limit=3, cursor=cursor)
+        page = await store.page("acme", limit=3, cursor=cursor)
         seen += [c["id"] for c in page.calls]
         pages += 1
         cursor = page.cursor
@@ -86,17 +86,17 @@ async def test_pages_are_newest_first_without_gaps_or_repeats(store: CallStore) 
     expected = sorted((r for r in rows if r["tenant"] == "acme"), key=lambda r: (r["started_at"], r["id"]),
                       reverse=True)
     assert seen == [r["id"] for r in expected]
-    assert all(c["tenant"] == "acme" for c in (await store.list("acme", limit=200)).calls)
+    assert all(c["tenant"] == "acme" for c in (await store.page("acme", limit=200)).calls)
 
 
 async def test_filters_by_time_and_agent(store: CallStore) -> None:
     await store.write([call(i, agent="echo" if i % 2 else "assistant") for i in range(10)], [], [])
-    page = await store.list("acme", since=1002.0, until=1006.0)
+    page = await store.page("acme", since=1002.0, until=1006.0)
     assert sorted(c["started_at"] for c in page.calls) == [1002.0, 1003.0, 1004.0, 1005.0]
-    page = await store.list("acme", agent="assistant")
+    page = await store.page("acme", agent="assistant")
     assert {c["agent"] for c in page.calls} == {"assistant"} and len(page.calls) == 5
     with pytest.raises(BadCursor):
-        await store.list("acme", cursor="bm90IGEgY3Vyc29y")
+        await store.page("acme", cursor="bm90IGEgY3Vyc29y")
 
 
 async def test_another_tenant_cannot_see_or_delete_a_call(store: CallStore) -> None:
@@ -104,7 +104,7 @@ async def test_another_tenant_cannot_see_or_delete_a_call(store: CallStore) -> N
     await store.write([c], [{"call_id": c["id"], "turn": 1, "started_at": 1.0}],
                       [{"call_id": c["id"], "seq": 1, "time": 1.0, "kind": "x", "turn": 0, "data": {}}])
     assert await store.get(str(c["id"]), "other") is None
-    assert (await store.list("other")).calls == []
+    assert (await store.page("other")).calls == []
     assert await store.delete(str(c["id"]), "other") is False
     assert await store.delete(str(c["id"]), "acme") is True
     assert await store.get(str(c["id"]), "acme") is None
@@ -121,7 +121,7 @@ async def test_retention_deletes_only_old_ended_calls(store: CallStore) -> None:
                       [{"call_id": old[0]["id"], "seq": 1, "time": 1.0, "kind": "x", "turn": 0, "data": {}}])
     gone = await store.purge(before=2000.0, batch=2)
     assert sorted(gone) == sorted(str(c["id"]) for c in old)
-    left = [c["id"] for c in (await store.list("acme")).calls]
+    left = [c["id"] for c in (await store.page("acme")).calls]
     assert left == [new["id"], live_old["id"]]
 
 

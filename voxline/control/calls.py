@@ -132,7 +132,7 @@ async def list_calls(request: web.Request, tenant: str) -> web.StreamResponse:
     agent = _pattern(request, "agent", AGENT_PATTERN)
     cursor = _pattern(request, "cursor", CURSOR_PATTERN)
     try:
-        page = await _db(records, lambda: records.store.list(tenant, since=since, until=until, agent=agent,
+        page = await _db(records, lambda: records.store.page(tenant, since=since, until=until, agent=agent,
                                                              limit=limit, cursor=cursor))
     except BadCursor as exc:
         raise ApiError(400, "invalid_cursor", str(exc), "cursor") from exc

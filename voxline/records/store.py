@@ -170,7 +170,7 @@ class CallStore:
 
     # -- reads -------------------------------------------------------------------
 
-    async def list(self, tenant: str, *, since: float | None = None, until: float | None = None,
+    async def page(self, tenant: str, *, since: float | None = None, until: float | None = None,
                    agent: str | None = None, limit: int = 50, cursor: str | None = None) -> Page:
         """This tenant's calls, newest first; ``cursor`` continues where a page stopped."""
         limit = max(1, min(limit, MAX_LIMIT))
