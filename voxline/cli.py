@@ -36,6 +36,7 @@ def serve_command(args: argparse.Namespace, runtime_factory: Any = None) -> int:
         "sip_host": args.sip_host,
         "sip_port": args.sip_port,
         "rtp_ports": args.rtp_ports,
+        "data_dir": args.data_dir,
         "log_level": "DEBUG" if args.verbose else None,
     }
     try:
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sip-host", help="address for SIP and RTP (default 127.0.0.1)")
     p.add_argument("--sip-port", type=int, help="SIP port, UDP and TCP (default 5060; 0: any free port)")
     p.add_argument("--rtp-ports", help="RTP port range first-last (default 20000-20999)")
+    p.add_argument("--data-dir", help="where call records are kept (default ./voxline-data)")
     p.set_defaults(func=serve_command)
     return parser
 

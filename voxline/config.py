@@ -159,6 +159,21 @@ class ServiceConfig:
     audiosocket_host: str = "127.0.0.1"  # AudioSocket carries no credentials: keep it on a trusted network
     audiosocket_port: int = 9092  # -1: no AudioSocket listener
     audiosocket_agents: tuple[str, ...] = ()  # "<uuid>=<agent>": the agent for the call with that UUID
+    # Call records: SQLite (WAL) in data_dir unless database_url names a database
+    # (postgresql://user@host/db, or sqlite:///path); "" with records = false: none.
+    data_dir: str = "./voxline-data"
+    database_url: str = ""
+    records: bool = True
+    records_backlog: int = 10000  # rows waiting for an unreachable database before the oldest are dropped
+    retention_days: float = 0.0  # records older than this are deleted (hourly); 0: kept forever
+    # Stereo WAV of every call (caller left, agent right) in data_dir/recordings;
+    # or only the calls of the agents named here.
+    record: bool = False
+    record_agents: tuple[str, ...] = ()
+    # Webhooks (call.started, call.ended, turn.completed, dtmf, transfer) POSTed
+    # here, signed with HMAC-SHA256 by webhook_secret; "": none.
+    webhook_url: str = ""
+    webhook_secret: str = ""
 
     @property
     def auth_enabled(self) -> bool:

@@ -64,6 +64,8 @@ class Route:
     # Operations that take the session_id this one's success response returns
     # (OpenAPI links: clients and stateful test tools follow them).
     links: tuple[str, ...] = ()
+    # Query parameters as OpenAPI parameter objects without "in" (name, schema, description).
+    query: tuple[Mapping[str, Any], ...] = ()
 
 
 _ERR = "Error"
@@ -112,7 +114,10 @@ def schemas_for(agents: Sequence[str]) -> dict[str, dict[str, Any]]:
         "agent_state": _NULLABLE_STR,
         "transport_stats": {"type": "object"},
     }
+    from .calls import call_schemas  # the call records' routes are in the same table
+
     return {
+        **call_schemas(),
         "Error": {
             "type": "object",
             "required": ["error"],
@@ -239,8 +244,12 @@ def _content(reply: Reply) -> dict[str, Any]:
 
 
 def _param_schema(name: str, assets: Sequence[str]) -> dict[str, Any]:
-    if name == "session_id":
+    if name in ("session_id", "call_id"):  # a call record is named by its session's id
         return {"type": "string", "pattern": SESSION_ID_PATTERN}
+    if name == "delivery_id":
+        from .calls import DELIVERY_PATTERN
+
+        return {"type": "string", "pattern": DELIVERY_PATTERN}
     if name == "name" and assets:
         return {"type": "string", "enum": sorted(assets)}
     return {"type": "string", "pattern": "^[A-Za-z0-9_.-]+$"}
@@ -281,6 +290,8 @@ def _operation(route: Route, assets: Sequence[str]) -> dict[str, Any]:
         op["parameters"] = [
             {"name": p, "in": "path", "required": True, "schema": _param_schema(p, assets)} for p in params
         ]
+    if route.query:
+        op.setdefault("parameters", []).extend({**q, "in": "query", "required": False} for q in route.query)
     if route.request:
         op["requestBody"] = {
             "required": True,

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +34,7 @@ from voxline.media.endpoint import EndpointConfig
 from voxline.media.feedback import Played
 from voxline.media.frames import Audio, Dtmf, Mark, Payload
 from voxline.media.pipeline import Pipeline
+from voxline.media.recorder import AGENT, CALLER, CallRecording, Tap
 from voxline.media.playout import Playout, PlayoutMode
 from voxline.media.resample import Resample
 from voxline.media.silero import SileroBatcher, SileroModel
@@ -46,6 +49,7 @@ __all__ = ["Runtime", "CallPort", "AGENTS"]
 log = logging.getLogger(__name__)
 
 AGENTS = ("assistant", "echo", "transcribe")
+RECORDINGS = "recordings"  # under data_dir: <session id>.wav
 INBOUND_RATE = 16000
 
 # Endpointing per agent state: while the bot speaks, demand a longer onset before
@@ -177,10 +181,13 @@ class Runtime:
         traits = transport.traits
         media = traits.media
         stages: list[Any] = []
+        recording = self._recording(session)
         if not media.decoded:
             stages.append(Decode(media.codec, name="decode"))
         if media.rate != INBOUND_RATE:
             stages.append(Resample(media.rate, INBOUND_RATE, "hq", name="resample_in"))
+        if recording is not None:
+            stages.append(Tap(recording, CALLER, "record_caller", owns=True))
         stages += [vad, agent]
         if kind != "transcribe":
             if agent_rate != media.rate:
@@ -188,12 +195,26 @@ class Runtime:
             mode = PlayoutMode.PULL if traits.sink is SinkMode.PULL else PlayoutMode.PUSH
             stages.append(Playout(media.rate, media.frame_ms, mode=mode, far_end_buffer=traits.far_end_buffer,
                                   far_end_clears=traits.can_clear))
+            if recording is not None and mode is PlayoutMode.PUSH:  # pulled audio is taken in CallPort.pull
+                stages.append(Tap(recording, AGENT, "record_agent"))
             if not media.decoded:
                 stages.append(Encode(media.codec, name="encode", frame_ms=media.frame_ms))
         pipeline = Pipeline(stages, transport.send, session_id=session.id, on_end=session.pipeline_ended)
+        if recording is not None:
+            recording.clock = pipeline.clock.now
         session.pipeline = pipeline
         session.agent = agent
         return pipeline
+
+    def _recording(self, session: Session) -> CallRecording | None:
+        """The call's recording, if this call is recorded (``record``, ``record_agents``)."""
+        cfg = self.config
+        if not (cfg.record or session.agent_kind in cfg.record_agents or session.extra.get("record")):
+            return None
+        path = Path(cfg.data_dir) / RECORDINGS / f"{session.id}.wav"
+        recording = CallRecording(path, time.monotonic)
+        session.extra["recording"] = recording
+        return recording
 
     async def open(self, session: Session, transport: Transport) -> Pipeline:
         """Build the call's pipeline on ``transport``, attach the transport, start.
@@ -216,7 +237,7 @@ class Runtime:
 class CallPort:
     """The runtime's side of one call, given to its transport (``Port``)."""
 
-    __slots__ = ("session", "pipeline", "_push", "_playout", "digits")
+    __slots__ = ("session", "pipeline", "_push", "_playout", "digits", "_recording")
 
     def __init__(self, session: Session, pipeline: Pipeline) -> None:
         self.session = session
@@ -224,6 +245,7 @@ class CallPort:
         self._push = pipeline.push
         self._playout = pipeline.stage("playout")
         self.digits = 0
+        self._recording = session.extra.get("recording")
 
     def receive(self, frame: Audio | Payload | Dtmf) -> None:
         if type(frame) is Dtmf:
@@ -246,4 +268,7 @@ class CallPort:
         if not isinstance(playout, Playout) or not self.pipeline.running:
             await self.pipeline.clock.sleep_until(self.pipeline.clock.now() + 0.02)
             return None
-        return await playout.pull()
+        audio = await playout.pull()
+        if audio is not None and self._recording is not None:
+            self._recording.put(AGENT, audio)  # what the peer's clock took: what the caller hears
+        return audio

@@ -190,6 +190,7 @@ class SessionRegistry:
         on_end: Callable[[Session], None] | None = None,
         retry_after: int = 5,
         caps: Caps = Caps(),
+        on_admit: Callable[[Session], object] | None = None,
     ) -> None:
         self.max_sessions = max_sessions
         self.retry_after = retry_after
@@ -199,6 +200,7 @@ class SessionRegistry:
         self._pending: Counter[str] = Counter()
         self._sessions: dict[str, Session] = {}
         self._on_end = on_end
+        self.on_admit = on_admit  # e.g. the call's recorder subscribing to its events
         self.draining = False
         self.admitted = 0
         self.refused = 0
@@ -222,6 +224,11 @@ class SessionRegistry:
         if self.caps.pending_timeout > 0:
             asyncio.get_running_loop().call_later(self.caps.pending_timeout, self._connect_deadline, session)
         self.admitted += 1
+        if self.on_admit is not None:
+            try:
+                self.on_admit(session)
+            except Exception:  # an observer (the call's record) never refuses a call
+                log.exception("on_admit failed", extra={"session_id": session.id})
         return session
 
     def _check(self, tenant: str, key: str | None) -> None:

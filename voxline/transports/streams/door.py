@@ -104,6 +104,7 @@ async def serve(request: web.Request, service: Service, dialect: Dialect, limits
     except BadRequest as exc:
         await _close(ws, POLICY, exc.message)
         return ws
+    call.extra["peer"] = request.remote  # for the call's record
     transport = StreamTransport(dialect, ws, start.media, limits, counters, name=f"{dialect.name}:{call.id}")
     try:
         async with asyncio.timeout(limits.open_timeout):

@@ -1,0 +1,1 @@
+"""Alembic migrations of the call store, applied at start (``store.migrate``)."""
