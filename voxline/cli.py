@@ -97,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sip-port", type=int, help="SIP port, UDP and TCP (default 5060; 0: any free port)")
     p.add_argument("--rtp-ports", help="RTP port range first-last (default 20000-20999)")
     p.set_defaults(func=serve_command)
+
+    from .bench.cli import add_parser as add_bench
+
+    add_bench(sub)
     return parser
 
 

@@ -333,9 +333,9 @@ class Caller:
             row["bargein"] = await self._barge_in(onset, turn)
         elif onset is not None and turn.kind == "cough":
             row["cough"] = await self._cough(onset)
+        await self._settle(SETTLE)
         if turn.expect and self.ears.capture is not None and onset is not None:
             row["reply_audio"] = (onset, time.monotonic())
-        await self._settle(SETTLE)
         return row
 
     async def _barge_in(self, onset: float, turn: Turn) -> dict[str, Any]:
