@@ -264,6 +264,10 @@ class Ears:
             pass
 
 
+class _CallOver(Exception):
+    """The line went away mid-turn."""
+
+
 class Caller:
     """Plays ``turns`` over ``line`` and returns one row per turn."""
 
@@ -286,7 +290,10 @@ class Caller:
             for i, turn in enumerate(self.turns, start=1):
                 if self.mouth.error or self.ears.closed_reason:
                     break
-                row = await self._turn(i, turn)
+                try:
+                    row = await self._turn(i, turn)
+                except _CallOver:
+                    break
                 self.rows.append(row)
                 if self.on_turn is not None:
                     self.on_turn(row)
@@ -297,7 +304,8 @@ class Caller:
 
     async def _say(self, pcm: npt.NDArray[np.int16]) -> Utterance:
         utt = self.mouth.say(Utterance.of(pcm, self.line.rate))
-        await utt.done.wait()
+        if not await self._until(utt.done.is_set, len(pcm) / self.line.rate + 5.0):
+            raise _CallOver(self.mouth.error or self.ears.closed_reason or "the caller could not speak")
         return utt
 
     async def _until(self, check: Any, timeout: float) -> bool:

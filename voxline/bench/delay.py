@@ -124,8 +124,15 @@ class DelayEcho:
         self._reply_until = self._now() + len(pcm) / rate
         await self._emit(Audio(pcm, rate, 0, self._now(), turn))
         await self._ctx.clock.sleep_until(self._reply_until + 0.05)
-        record = self._ctx.latency.close(turn)
-        if record is not None and self._observer is not None:
+        self._close_turn(turn)
+
+    def _close_turn(self, turn: int) -> None:
+        assert self._ctx is not None
+        record = self._ctx.latency.turns.get(turn)
+        if record is None or record.closed:
+            return
+        self._ctx.latency.close(turn)
+        if self._observer is not None:
             self._observer(AgentEvent("latency", turn, record.as_dict()))
 
     async def _barge_in(self, onset: float) -> None:
@@ -136,6 +143,7 @@ class DelayEcho:
             return  # it was over before the onset was long enough
         self.interrupts += 1
         self._reply_until = 0.0
+        self._close_turn(self._turn)
         for task in list(self._tasks):
             if task.get_name() == "delay:reply":
                 task.cancel()

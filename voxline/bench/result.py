@@ -35,6 +35,15 @@ def join_stages(rows: list[dict[str, Any]], records: Sequence[dict[str, Any]]) -
     A service on this machine shares the caller's monotonic clock, so its marks
     are placed as they are; one elsewhere is aligned on its own ``speech_end``."""
     used: set[int] = set()
+
+    def anchor_of(rec: dict[str, Any]) -> float | None:
+        marks = (rec.get("data") or {}).get("marks") or {}
+        value = marks.get("speech_end", marks.get("vad_end"))
+        return float(value) if value is not None else None
+
+    # Same clock when any mark falls near any caller turn: then only near ones are joined.
+    shared = any(abs(a - r["speech_end"]) <= SAME_CLOCK for r in rows if r.get("speech_end") is not None
+                 for a in map(anchor_of, records) if a is not None)
     for row in rows:
         end = row.get("speech_end")
         if end is None:
@@ -56,6 +65,8 @@ def join_stages(rows: list[dict[str, Any]], records: Sequence[dict[str, Any]]) -
         marks = rec["data"]["marks"]
         if best_d is not None and best_d <= SAME_CLOCK:
             base, clock = end, "shared"
+        elif shared:
+            continue
         else:
             base, clock = marks.get("speech_end", end), "aligned"
         used.add(best)

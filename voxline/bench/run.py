@@ -29,6 +29,8 @@ from .script import Turn
 
 __all__ = ["Options", "bench", "run_level", "write_result"]
 
+REFUSED_CLOSE = "1013"
+
 
 @dataclass
 class Options:
@@ -98,6 +100,8 @@ async def run_call(index: int, target: Target, opts: Options, turns: list[Turn],
         for _ in range(len(turns) - len(out["rows"])):
             progress.step("call ended early")
     out["error"] = caller.mouth.error or (ears.closed_reason if len(out["rows"]) < len(turns) else None)
+    if not out["rows"] and ears.closed_reason and REFUSED_CLOSE in ears.closed_reason:
+        out["refused"] = True  # a WebSocket door refuses after the upgrade: close 1013, Try Again Later
     out["session_id"] = line.session_id
     out["wire"] = {"frames_sent": caller.mouth.frames, "lost": caller.mouth.lost,
                    "reordered": caller.mouth.reordered, "frames_heard": ears.frames, "gaps": ears.gaps,
