@@ -22,21 +22,26 @@ MAX_REPLY = 12.0  # s of a reply transcribed
 async def transcribe(stt: Any, pcm: np.ndarray) -> str:
     rec = await stt.open()
     texts: list[str] = []
+    final = asyncio.Event()
 
     async def read() -> None:
         async for r in rec.results():
             if r.final:
                 texts.append(r.text)
+                final.set()
 
     reader = asyncio.ensure_future(read())
-    for i in range(0, len(pcm), 320):
-        await rec.send(pcm[i : i + 320])
-    await rec.finalize()
-    await asyncio.sleep(0)
     try:
-        await asyncio.wait_for(rec.aclose(), 30)
+        for i in range(0, len(pcm), 320):
+            await rec.send(pcm[i : i + 320])
+        await rec.finalize()
+        await asyncio.wait_for(final.wait(), 60)  # closing first would cancel the final decode
+    except TimeoutError:
+        pass
     finally:
-        await asyncio.wait_for(reader, 30)
+        await asyncio.wait_for(rec.aclose(), 30)
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
     return " ".join(t.strip() for t in texts).strip()
 
 
