@@ -21,7 +21,7 @@ FRAME_MS = 20.0
 WINDOW_MS = 2.5  # the energy window: where an onset is placed, within it
 DELAY = 0.3
 BARGEIN = 0.2
-CLEARS = {"inprocess", "raw", "twilio"}  # transports with a clear message (AudioSocket has none)
+CLEARS = {"inprocess", "raw", "twilio"}  # transports with a clear message (AudioSocket and SIP have none)
 
 
 async def run(transport: str, delay: float = DELAY, turns: int = 6, calls: int = 1, **kw: Any) -> dict[str, Any]:
@@ -40,7 +40,7 @@ def stopped_within_a_frame(measured: float | None, expected_ms: float) -> bool:
     return measured is not None and expected_ms - WINDOW_MS <= measured <= expected_ms + FRAME_MS + 5
 
 
-@pytest.mark.parametrize("transport", ["inprocess", "raw", "twilio", "audiosocket"])
+@pytest.mark.parametrize("transport", ["inprocess", "raw", "twilio", "audiosocket", "sip"])
 async def test_the_injected_delay_is_measured_within_a_frame(transport: str) -> None:
     result = await run(transport)
     rows = result["rows"]

@@ -81,4 +81,3 @@ def test_the_command_runs_the_harness_and_writes_the_result(tmp_path: Path,
     assert result["impairment"] == {"loss": 0.02, "jitter_ms": 10.0, "reorder": 0.0, "applied": True}
     assert result["wire"][0]["impaired"] and "<svg" in (out / "report.html").read_text()
     assert main(["bench", "--transport", "inprocess", "--url", "http://127.0.0.1:1"]) == 2
-    assert main(["bench", "--transport", "sip"]) == 2

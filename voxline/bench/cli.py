@@ -42,6 +42,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--transport", default="raw",
                    choices=("inprocess", "raw", "twilio", "audiosocket", "webrtc", "sip"))
     p.add_argument("--audiosocket", default="127.0.0.1:9092", help="the service's AudioSocket host:port (with --url)")
+    p.add_argument("--sip", default=None, help="the service's SIP host:port, UDP (with --url; default: the URL's host:5060)")
     p.add_argument("--calls", type=int, default=1, help="concurrent callers")
     p.add_argument("--turns", type=int, default=6, help="turns per caller")
     p.add_argument("--agent", help="agent to ask for (default: the service's; 'delay' is the synthetic one)")
@@ -92,10 +93,6 @@ def bench_command(args: argparse.Namespace) -> int:
 
         print(compare(args.compare[1], args.compare[2]))
         return 0
-    if args.transport == "sip":
-        print("voxline bench: the sip transport is not available in this version of the harness",
-              file=sys.stderr)
-        return 2
     if args.transport == "inprocess" and args.url:
         print("voxline bench: --transport inprocess needs the service in this process (no --url)", file=sys.stderr)
         return 2
@@ -108,7 +105,7 @@ def bench_command(args: argparse.Namespace) -> int:
                        max_calls=args.max_calls, v2v_budget_ms=args.v2v_budget, loss=_fraction(args.loss),
                        jitter_ms=_ms(args.jitter), reorder=_fraction(args.reorder), seed=args.seed,
                        stagger=args.stagger, transcribe=args.transcribe, out=args.out, progress=args.progress,
-                       delay=args.delay)
+                       delay=args.delay, sip=args.sip)
     except ValueError as exc:
         print(f"voxline bench: {exc}", file=sys.stderr)
         return 2
@@ -138,7 +135,12 @@ async def _target(opts: Any) -> AsyncIterator[Any]:
     if opts.url:
         token = opts.token or (os.environ.get("VOXLINE_API_TOKENS", "").split(",")[0] or None)
         host, _, port = opts.audiosocket.rpartition(":")
-        yield Target(url=opts.url.rstrip("/"), token=token, audiosocket=(host or "127.0.0.1", int(port)))
+        extra: dict[str, Any] = {}
+        if opts.sip:
+            sip_host, _, sip_port = opts.sip.rpartition(":")
+            extra["sip"] = (sip_host or "127.0.0.1", int(sip_port))
+        yield Target(url=opts.url.rstrip("/"), token=token, audiosocket=(host or "127.0.0.1", int(port)),
+                     extra=extra)
         return
     overrides: dict[str, Any] = {}
     if opts.agent == "delay":

@@ -41,6 +41,7 @@ class Options:
     url: str | None = None
     token: str | None = None
     audiosocket: str = "127.0.0.1:9092"
+    sip: str | None = None
     config: str | None = None
     script: str | None = None
     speech: str = "auto"  # auto | synthetic | sphinx | tts

@@ -29,6 +29,19 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return int(s.getsockname()[1])
 
 
+def free_udp_tcp_port() -> int:
+    """A loopback port free for both UDP and TCP now (SIP listens on both)."""
+    for _ in range(50):
+        port = free_port(socket.SOCK_DGRAM)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+            try:
+                t.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise OSError("no loopback port free for both UDP and TCP")
+
+
 @contextlib.asynccontextmanager
 async def embedded(config_path: str | None = None, overrides: dict[str, Any] | None = None,
                    delay: float = 0.3, bargein: float = 0.2,
@@ -37,7 +50,7 @@ async def embedded(config_path: str | None = None, overrides: dict[str, Any] | N
 
     The runtime is the service's own with the synthetic ``delay`` agent added."""
     settings: dict[str, Any] = {"host": "127.0.0.1", "http_port": free_port(), "audiosocket_port": free_port(),
-                                "sip_port": 0, "sessions_per_minute": 100000, "session_burst": 10000,
+                                "sip_port": free_udp_tcp_port(), "sessions_per_minute": 100000, "session_burst": 10000,
                                 "max_sessions_per_token": 0, "max_pending_per_token": 1000,
                                 **(overrides or {})}
     config: ServiceConfig = load_config(config_path, None, settings)
@@ -54,7 +67,7 @@ async def embedded(config_path: str | None = None, overrides: dict[str, Any] | N
         token = config.api_tokens[0] if config.api_tokens else None
         yield Target(url=f"http://{config.host}:{config.http_port}", token=token,
                      audiosocket=(config.audiosocket_host, config.audiosocket_port), app=app,
-                     extra={"config": _config_summary(config)})
+                     extra={"config": _config_summary(config), "sip": (config.sip_host, config.sip_port)})
     finally:
         await runner.cleanup()
 

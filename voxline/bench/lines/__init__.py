@@ -18,6 +18,7 @@ TRANSPORTS: dict[str, str] = {
     "twilio": "voxline.bench.lines.twilio:TwilioLine",
     "audiosocket": "voxline.bench.lines.audiosocket:AudioSocketLine",
     "webrtc": "voxline.bench.lines.webrtc:WebRTCLine",
+    "sip": "voxline.bench.lines.sip:SipLine",
 }
 
 
