@@ -176,7 +176,7 @@ async def run_bench(opts: Any, voice_name: str = "piper") -> dict[str, Any]:
         elif speech == "sphinx":
             turns = sphinx_script(opts.turns, opts.bargein)
         else:
-            pairs = [QUESTIONS[i % len(QUESTIONS)] for i in range(opts.turns)]
+            pairs: list[tuple[str, tuple[str, ...]]] = [QUESTIONS[i % len(QUESTIONS)] for i in range(opts.turns)]
             from .script import INTERRUPTION
 
             voice = await load_voice(voice_name, [p[0] for p in pairs] + [INTERRUPTION])

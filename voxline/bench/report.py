@@ -52,7 +52,9 @@ def histogram_svg(values: Sequence[float], marks: dict[str, float | None], width
         counts[min(bins - 1, int((v - lo) / step))] += 1
     top = max(counts)
     pad_l, pad_b, plot_w, plot_h = 40, 30, width - 60, height - 50
-    x = lambda v: pad_l + (v - lo) / (hi - lo) * plot_w  # noqa: E731
+    def x(v: float) -> float:
+        return pad_l + (v - lo) / (hi - lo) * plot_w
+
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">']
     for i, c in enumerate(counts):
         h = c / top * plot_h
@@ -83,7 +85,9 @@ def waterfall_svg(rows: Sequence[dict[str, Any]], width: int = 1000, row_h: int 
     hi = max(ends) * 1.05 or 1.0
     pad_l, plot_w = 90, width - 110
     height = 40 + row_h * len(turns)
-    x = lambda v: pad_l + max(0.0, v) / hi * plot_w  # noqa: E731
+    def x(v: float) -> float:
+        return pad_l + max(0.0, v) / hi * plot_w
+
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">']
     for i, r in enumerate(turns):
         y = 10 + i * row_h
@@ -124,15 +128,20 @@ def capacity_svg(levels: Sequence[dict[str, Any]], knee: int | None, budget: flo
         return '<p class="muted">no ramp was run</p>'
     xs = [p[0] for p in pts]
     ys = [v for p in pts for v in p[1:3] if v is not None] + ([budget] if budget else [])
-    x_hi, y_hi = max(xs) * 1.05 + 0.5, (max(ys) if ys else 1.0) * 1.1
+    x_hi, y_hi = float(max(xs)) * 1.05 + 0.5, float(max(ys) if ys else 1.0) * 1.1
     pad_l, pad_b, plot_w, plot_h = 50, 30, width - 70, height - 50
-    x = lambda v: pad_l + v / x_hi * plot_w  # noqa: E731
-    y = lambda v: 10 + plot_h - v / y_hi * plot_h  # noqa: E731
+
+    def x(v: float) -> float:
+        return pad_l + v / x_hi * plot_w
+
+    def y(v: float) -> float:
+        return 10 + plot_h - v / y_hi * plot_h
+
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">',
              f'<line x1="{pad_l}" y1="{10 + plot_h}" x2="{pad_l + plot_w}" y2="{10 + plot_h}" stroke="#333"/>',
              f'<line x1="{pad_l}" y1="10" x2="{pad_l}" y2="{10 + plot_h}" stroke="#333"/>']
     for idx, colour, name in ((1, "#4e79a7", "p50"), (2, "#e15759", "p95")):
-        line = [(x(p[0]), y(p[idx])) for p in pts if p[idx] is not None]
+        line = [(x(p[0]), y(float(p[idx] or 0.0))) for p in pts if p[idx] is not None]
         if line:
             parts.append('<polyline fill="none" stroke="{}" stroke-width="2" points="{}"/>'.format(
                 colour, " ".join(f"{a:.1f},{b:.1f}" for a, b in line)))

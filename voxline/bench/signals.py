@@ -28,7 +28,7 @@ def window_rms(pcm: npt.NDArray[np.int16], rate: int) -> npt.NDArray[np.float64]
     x = pcm.astype(np.float64)
     if pad:
         x = np.concatenate((x, np.zeros(pad)))
-    return np.sqrt(np.mean(x.reshape(-1, n) ** 2, axis=1))
+    return np.asarray(np.sqrt(np.mean(x.reshape(-1, n) ** 2, axis=1)), dtype=np.float64)
 
 
 def loud_span(pcm: npt.NDArray[np.int16], rate: int, threshold: float = ONSET) -> tuple[int, int] | None:
@@ -71,7 +71,7 @@ def utterance(seconds: float, rate: int = 16000, f0: float = 140.0, seed: int = 
         x += amp * np.sin(h * phase)
     syllables = 0.65 + 0.35 * np.sin(2 * np.pi * 4 * t) ** 2
     x = _fade(x * syllables, rate)
-    return (x / np.max(np.abs(x)) * 9000).astype(np.int16)
+    return np.asarray(x / np.max(np.abs(x)) * 9000).astype(np.int16)
 
 
 def cough(seconds: float = 0.08, rate: int = 16000, seed: int = 1) -> PCM:
@@ -80,7 +80,7 @@ def cough(seconds: float = 0.08, rate: int = 16000, seed: int = 1) -> PCM:
     n = int(seconds * rate)
     x = rng.standard_normal(n) * np.exp(-np.linspace(0, 4, n))
     x = _fade(x, rate, 0.003)
-    return (x / np.max(np.abs(x)) * 12000).astype(np.int16)
+    return np.asarray(x / np.max(np.abs(x)) * 12000).astype(np.int16)
 
 
 def silence(seconds: float, rate: int = 16000) -> PCM:

@@ -61,7 +61,7 @@ Observer = Callable[[Session, AgentEvent], None]
 
 
 class Runtime:
-    agents = AGENTS
+    agents: tuple[str, ...] = AGENTS
     model_free: tuple[str, ...] = ("echo",)  # default agents that need no models loaded
 
     def __init__(

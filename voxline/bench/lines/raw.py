@@ -109,3 +109,12 @@ class _LatencyOnly:
     def event(self, event: dict[str, Any]) -> None:
         if event.get("kind") == "latency":
             self.listener.event(event)
+
+    def heard(self, pcm: npt.NDArray[np.int16], rate: int, arrival: float) -> None:
+        return None
+
+    def cleared(self, at: float) -> None:
+        return None
+
+    def closed(self, reason: str) -> None:
+        return None

@@ -119,6 +119,7 @@ class WebRTCLine:
             while True:
                 frame = await track.recv()
                 now = time.monotonic()
+                assert isinstance(frame, av.AudioFrame)
                 channels = len(frame.layout.channels)
                 pcm = frame.to_ndarray().reshape(-1, channels)[:, 0].astype(np.int16)
                 self.listener.heard(pcm, frame.sample_rate, now)
