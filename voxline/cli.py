@@ -99,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rtp-ports", help="RTP port range first-last (default 20000-20999)")
     p.add_argument("--data-dir", help="where call records are kept (default ./voxline-data)")
     p.set_defaults(func=serve_command)
+
+    from .bench.cli import add_parser as add_bench
+
+    add_bench(sub)
     return parser
 
 

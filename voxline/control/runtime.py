@@ -65,7 +65,8 @@ Observer = Callable[[Session, AgentEvent], None]
 
 
 class Runtime:
-    agents = AGENTS
+    agents: tuple[str, ...] = AGENTS
+    model_free: tuple[str, ...] = ("echo",)  # default agents that need no models loaded
 
     def __init__(
         self,
@@ -98,7 +99,7 @@ class Runtime:
             self._batcher = SileroBatcher(model, rate=INBOUND_RATE)
             await self._batcher.start()
         self._ready["vad"] = True
-        if self.config.agent == "echo":
+        if self.config.agent in self.model_free:
             self._ready["models"] = True  # the echo agent needs none; others load on demand
             return
         try:
@@ -127,8 +128,8 @@ class Runtime:
     def build(self, session: Session, transport: Transport) -> Pipeline:
         """The call's pipeline on ``transport`` (not started); see the module docstring."""
         kind = session.agent_kind
-        if kind not in AGENTS:
-            raise ValueError(f"agent must be one of {', '.join(AGENTS)}, not {kind!r}")
+        if kind not in self.agents:
+            raise ValueError(f"agent must be one of {', '.join(self.agents)}, not {kind!r}")
         vad: Any
         if self._batcher is not None:
             vad = SileroVad(self._batcher, LISTENING)  # BatcherFull when at capacity

@@ -1,0 +1,154 @@
+"""The harness's parts on their own: where speech starts and ends in what is
+sent, where a reply starts and stops in what is heard, what an impaired wire
+does to the frames, the options as typed."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+import pytest
+
+from voxline.bench.caller import FRAME, Ears, Impairment, Mouth, Utterance
+from voxline.bench.cli import _fraction, _ms
+from voxline.bench.result import join_stages, percentiles
+from voxline.bench.script import load_script, synthetic_script
+from voxline.bench.signals import cough, loud_span, speech_bounds, utterance
+
+RATE = 16000
+
+
+def test_speech_bounds_lie_within_an_energy_window_of_the_sound() -> None:
+    pcm = np.concatenate((np.zeros(1234, np.int16), utterance(0.9, RATE), np.zeros(3000, np.int16)))
+    start, end = speech_bounds(pcm, RATE)  # type: ignore[misc]
+    window, fade = int(RATE * 0.0025), int(RATE * 0.01)  # the sound fades in and out over 10 ms
+    assert 1234 - window <= start <= 1234 + fade
+    assert 1234 + int(0.9 * RATE) - fade <= end <= 1234 + int(0.9 * RATE) + window
+    assert speech_bounds(np.zeros(800, np.int16), RATE) is None
+    assert loud_span(cough(0.08, RATE), RATE) is not None
+
+
+class Wire:
+    """A line that records what was sent and when."""
+
+    name = "test"
+    rate = RATE
+    can_impair = True
+    session_id = None
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[float, np.ndarray]] = []
+
+    async def send(self, pcm: np.ndarray) -> None:
+        import time
+
+        self.sent.append((time.monotonic(), pcm))
+
+
+async def test_the_mouth_places_the_speech_end_at_its_sample_in_the_frame_that_carried_it() -> None:
+    wire = Wire()
+    mouth = Mouth(wire)  # type: ignore[arg-type]
+    pcm = np.concatenate((np.zeros(100, np.int16), utterance(0.5, RATE), np.zeros(500, np.int16)))
+    utt = mouth.say(Utterance.of(pcm, RATE))
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(mouth.run(stop))
+    await utt.done.wait()
+    stop.set()
+    await task
+    assert utt.bounds is not None and utt.end_at is not None and utt.onset_at is not None
+    n = int(RATE * FRAME)
+    k, offset = divmod(utt.bounds[1], n)
+    if offset == 0:
+        k, offset = k - 1, n
+    sent_at = wire.sent[k][0]
+    assert utt.end_at == pytest.approx(sent_at + offset / RATE, abs=1e-3)
+    assert utt.onset_at == pytest.approx(wire.sent[0][0] + utt.bounds[0] / RATE, abs=1e-3)
+    assert np.array_equal(np.concatenate([p for _, p in wire.sent])[: len(pcm)], pcm)
+
+
+def test_the_ears_find_a_reply_onset_and_where_it_stops() -> None:
+    ears = Ears()
+    n = int(RATE * FRAME)
+    reply = utterance(0.4, RATE)
+    quiet = np.zeros(n, np.int16)
+    t = 100.0
+    for i in range(10):
+        ears.heard(quiet, RATE, t + i * FRAME)
+    start = t + 10 * FRAME
+    for i in range(len(reply) // n):
+        ears.heard(reply[i * n : (i + 1) * n], RATE, start + i * FRAME)
+    end = start + (len(reply) // n) * FRAME
+    assert ears.onset_after(t) == pytest.approx(start, abs=0.003)
+    assert ears.stop_after(start + 0.1, now=end + 0.01) is None  # not quiet long enough yet
+    assert ears.stop_after(start + 0.1, now=end + 0.5) == pytest.approx(end, abs=0.015)
+    assert ears.gaps == 0
+
+
+def test_impairment_loses_and_reorders_the_share_asked_for_seeded() -> None:
+    wire = Wire()
+    mouth = Mouth(wire, Impairment(loss=0.05, jitter=0.04, reorder=0.01, seed=3))  # type: ignore[arg-type]
+    mouth._wire = asyncio.Queue()
+    frames = 4000
+    for k in range(frames):
+        mouth._impaired(k * FRAME, np.full(320, k, np.int16))
+    assert 0.03 < mouth.lost / frames < 0.07
+    assert 0.004 < mouth.reordered / frames < 0.02
+    out = []
+    while not mouth._wire.empty():
+        depart, pcm = mouth._wire.get_nowait()
+        out.append((depart, int(pcm[0])))
+    assert len(out) == frames - mouth.lost
+    order = [k for _, k in out]
+    assert sum(1 for a, b in zip(order, order[1:]) if b < a) == mouth.reordered
+    held = [d - k * FRAME for d, k in out]
+    assert min(held) >= 0 and np.median(held) == pytest.approx(0.02, abs=0.005)  # uniform over 0-40 ms
+    same = Mouth(wire, Impairment(loss=0.05, jitter=0.04, reorder=0.01, seed=3))  # type: ignore[arg-type]
+    same._wire = asyncio.Queue()
+    for k in range(frames):
+        same._impaired(k * FRAME, np.full(320, k, np.int16))
+    assert same.lost == mouth.lost and same.reordered == mouth.reordered
+
+
+def test_a_line_that_cannot_be_impaired_is_not() -> None:
+    wire = Wire()
+    wire.can_impair = False
+    assert Mouth(wire, Impairment(loss=0.5)).impair is None  # type: ignore[arg-type]
+
+
+def test_options_as_typed() -> None:
+    assert _fraction("5%") == pytest.approx(0.05) and _fraction("0.01") == 0.01
+    assert _ms("40ms") == 40 and _ms("0.04s") == 40 and _ms("40") == 40
+
+
+def test_percentiles_and_the_join_of_the_service_marks() -> None:
+    p = percentiles([300.0, 310.0, 320.0, None])
+    assert p["n"] == 3 and p["p50_ms"] == 310.0 and p["max_ms"] == 320.0
+    assert percentiles([])["p50_ms"] is None
+    rows: list[dict[str, Any]] = [{"turn": 1, "speech_end": 50.0, "v2v_ms": 300.0},
+                                  {"turn": 2, "speech_end": 60.0, "v2v_ms": 310.0}]
+    records = [{"turn": 7, "data": {"marks": {"speech_end": 60.01, "first_played": 60.3}}},
+               {"turn": 6, "data": {"marks": {"speech_end": 50.0, "vad_end": 50.2, "first_played": 50.29}}}]
+    join_stages(rows, records)
+    assert rows[0]["stages_ms"] == {"speech_end": 0.0, "vad_end": 200.0, "first_played": 290.0}
+    assert rows[1]["service_turn"] == 7 and rows[1]["stages_clock"] == "shared"
+    # A service on another clock: aligned on its own speech end.
+    far = [{"turn": 1, "data": {"marks": {"speech_end": 9000.0, "first_played": 9000.25}}}]
+    rows2: list[dict[str, Any]] = [{"turn": 1, "speech_end": 50.0, "v2v_ms": 300.0}]
+    join_stages(rows2, far)
+    assert rows2[0]["stages_ms"]["first_played"] == 250.0 and rows2[0]["stages_clock"] == "aligned"
+
+
+def test_scripts(tmp_path: Any) -> None:
+    turns = synthetic_script(6)
+    assert [t.kind for t in turns] == ["ask", "bargein", "cough"] * 2
+    assert [t.kind for t in synthetic_script(3, bargein=False)] == ["ask"] * 3
+    raw = tmp_path / "q.raw"
+    utterance(0.5, RATE).astype("<i2").tofile(raw)
+    script = tmp_path / "s.json"
+    script.write_text('{"turns": [{"raw": "q.raw", "text": "hello", "expect": ["Hi"]}, '
+                      '{"say": "What is two plus two?", "kind": "bargein"}]}')
+    got = load_script(script, lambda text: utterance(0.3, RATE))
+    assert got[0].text == "hello" and got[0].expect == ("hi",) and got[1].kind == "bargein"
+    with pytest.raises(ValueError, match="needs a voice"):
+        load_script(script, None)

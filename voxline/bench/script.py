@@ -1,0 +1,147 @@
+"""What the callers say: a script of turns.
+
+A turn is one caller utterance (synthetic, a recording, or text voiced by a
+TTS provider) and what the caller does with the reply: listen (``ask``), talk
+over it (``bargein``), or cough over it (``cough``). ``expect`` lists words the
+reply should contain (checked when replies are transcribed).
+
+``--script FILE`` is JSON::
+
+    {"turns": [
+      {"say": "What is two plus two?", "expect": ["four"]},
+      {"audio": "question.wav", "kind": "bargein"},
+      {"raw": "/usr/share/pocketsphinx/test/data/numbers.raw", "text": "..."}
+    ]}
+
+``audio`` is anything soundfile reads; ``raw`` is 16 kHz signed 16-bit mono.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from voxline.media.resample import resample_chunk
+
+from .signals import silence, utterance
+
+__all__ = ["Turn", "synthetic_script", "load_script", "sphinx_script", "voice_texts", "KINDS", "QUESTIONS",
+           "SPHINX_DIR"]
+
+RATE = 16000
+KINDS = ("ask", "bargein", "cough")
+SPHINX_DIR = Path("/usr/share/pocketsphinx/test/data")
+QUESTIONS = (
+    ("What is the capital of France?", ("paris",)),
+    ("How many days are there in a week?", ("seven", "7")),
+    ("What is two plus two?", ("four", "4")),
+    ("Who wrote Romeo and Juliet?", ("shakespeare",)),
+    ("How many legs does a spider have?", ("eight", "8")),
+    ("What do bees make?", ("honey",)),
+    ("Which ocean is the biggest?", ("pacific",)),
+    ("How many minutes are in an hour?", ("sixty", "60")),
+)
+INTERRUPTION = "Sorry, wait. Tell me about the moon instead."
+
+
+@dataclass
+class Turn:
+    audio: npt.NDArray[np.int16]  # 16 kHz
+    kind: str = "ask"
+    text: str = ""
+    expect: tuple[str, ...] = ()
+    interrupt_audio: npt.NDArray[np.int16] | None = None  # 16 kHz; synthetic when None
+    _cache: dict[int, npt.NDArray[np.int16]] = field(default_factory=dict, repr=False)
+
+    def pcm(self, rate: int) -> npt.NDArray[np.int16]:
+        return _at(self.audio, rate, self._cache)
+
+    def interruption(self, rate: int) -> npt.NDArray[np.int16]:
+        src = self.interrupt_audio if self.interrupt_audio is not None else utterance(1.2, RATE, f0=180.0, seed=7)
+        return _at(src, rate, {})
+
+
+def _at(pcm: npt.NDArray[np.int16], rate: int, cache: dict[int, npt.NDArray[np.int16]]) -> npt.NDArray[np.int16]:
+    if rate not in cache:
+        cache[rate] = pcm if rate == RATE else resample_chunk(pcm, RATE, rate).astype(np.int16)
+    return cache[rate]
+
+
+def kind_of(i: int, bargein: bool) -> str:
+    """Every third turn talks over the reply, the one after coughs over it."""
+    if not bargein:
+        return "ask"
+    return ("ask", "bargein", "cough")[i % 3]
+
+
+def synthetic_script(turns: int, bargein: bool = True) -> list[Turn]:
+    """Speech-like sounds of 0.8-1.4 s (for the echo and delay agents: no words needed)."""
+    return [Turn(np.concatenate((utterance(0.8 + 0.2 * (i % 4), RATE, seed=i), silence(0.02))), kind_of(i, bargein))
+            for i in range(turns)]
+
+
+def sphinx_script(turns: int, bargein: bool = True, root: Path = SPHINX_DIR) -> list[Turn]:
+    """Real recorded speech: pocketsphinx-testdata's 16 kHz raw files with their transcripts."""
+    files = sorted(root.glob("*.raw"))
+    if not files:
+        raise FileNotFoundError(f"no *.raw recordings under {root} (apt install pocketsphinx-testdata)")
+    texts = _sphinx_texts(root)
+    out = []
+    for i in range(turns):
+        f = files[i % len(files)]
+        pcm = np.fromfile(f, dtype="<i2").astype(np.int16)[: RATE * 6]
+        out.append(Turn(pcm, kind_of(i, bargein), texts.get(f.stem, f.stem)))
+    return out
+
+
+def _sphinx_texts(root: Path) -> dict[str, str]:
+    texts: dict[str, str] = {}
+    for name in ("goforward", "numbers", "something"):
+        for cand in (root / f"{name}.txt", root / f"{name}.transcription"):
+            if cand.exists():
+                texts[name] = cand.read_text().strip()
+    texts.setdefault("goforward", "go forward ten meters")
+    texts.setdefault("numbers", "three hundred and four")
+    texts.setdefault("something", "something")
+    return texts
+
+
+def voice_texts(pairs: list[tuple[str, tuple[str, ...]]], voice: Any, bargein: bool = True,
+                interruption: npt.NDArray[np.int16] | None = None) -> list[Turn]:
+    """Turns spoken by ``voice`` (``text -> 16 kHz int16``)."""
+    return [Turn(np.concatenate((voice(text), silence(0.05))), kind_of(i, bargein), text, tuple(expect),
+                 interrupt_audio=interruption)
+            for i, (text, expect) in enumerate(pairs)]
+
+
+def load_script(path: str | Path, voice: Any | None, bargein: bool = True) -> list[Turn]:
+    """A user's script (see the module docstring); ``voice`` voices ``say`` turns."""
+    import soundfile
+
+    body = json.loads(Path(path).read_text())
+    rows = body["turns"] if isinstance(body, dict) else body
+    out: list[Turn] = []
+    for i, row in enumerate(rows):
+        kind = row.get("kind", kind_of(i, bargein))
+        if kind not in KINDS:
+            raise ValueError(f"turn {i + 1}: kind must be one of {', '.join(KINDS)}, not {kind!r}")
+        expect = tuple(str(w).lower() for w in row.get("expect", ()))
+        text = str(row.get("say") or row.get("text") or "")
+        if "say" in row:
+            if voice is None:
+                raise ValueError(f"turn {i + 1}: 'say' needs a voice (TTS) and none is available")
+            pcm = voice(str(row["say"]))
+        elif "raw" in row:
+            pcm = np.fromfile(Path(path).parent / row["raw"], dtype="<i2").astype(np.int16)
+        elif "audio" in row:
+            data, rate = soundfile.read(Path(path).parent / row["audio"], dtype="int16", always_2d=True)
+            pcm = data[:, 0] if rate == RATE else resample_chunk(data[:, 0], rate, RATE).astype(np.int16)
+        else:
+            raise ValueError(f"turn {i + 1} needs 'say', 'audio' or 'raw'")
+        out.append(Turn(np.concatenate((pcm, silence(0.05))), kind, text, expect))
+    return out
