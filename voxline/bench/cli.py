@@ -109,11 +109,17 @@ def bench_command(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"voxline bench: {exc}", file=sys.stderr)
         return 2
-    logging.getLogger("voxline").setLevel(logging.WARNING)
-    logging.getLogger("aiortc").setLevel(logging.WARNING)
-    logging.getLogger("aioice").setLevel(logging.WARNING)
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    result = asyncio.run(run_bench(opts, args.voice))
+    # Quiet the service's own lines while the callers run (a progress bar is on the
+    # terminal), and leave the levels as they were: a caller's process may be logging.
+    quiet = [logging.getLogger(n) for n in ("voxline", "aiortc", "aioice", "aiohttp.access")]
+    levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.WARNING)
+    try:
+        result = asyncio.run(run_bench(opts, args.voice))
+    finally:
+        for q, level in zip(quiet, levels, strict=True):
+            q.setLevel(level)
     from .run import write_result
 
     if opts.out:

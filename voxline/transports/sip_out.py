@@ -128,7 +128,7 @@ class Dialing:
 
     def stats(self) -> dict[str, Any]:
         call = self.pending.call
-        return {"sip": call.state.value if call else "starting", "call_id": call.call_id if call else None,
+        return {"sip": call.state.value if call else "starting", "sip_call_id": call.call_id if call else None,
                 "status": call.status if call else None, "to": str(call.uri) if call else None,
                 "local_port": self.pending.pair.rtp}
 
@@ -152,10 +152,10 @@ def schemas(agents: tuple[str, ...]) -> dict[str, dict[str, Any]]:
         },
         "CallCreated": {
             "type": "object",
-            "required": ["session_id", "call_id", "to"],
+            "required": ["session_id", "sip_call_id", "to"],
             "properties": {
                 "session_id": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
-                "call_id": {"type": "string"},
+                "sip_call_id": {"type": "string", "description": "the SIP Call-ID of the INVITE"},
                 "to": {"type": "string"},
             },
         },
@@ -193,7 +193,7 @@ def route_handlers(door: Any) -> tuple[Any, Any]:
             reason = "bad target" if isinstance(exc, BadRequest) else "dial failed"
             await session.end(getattr(exc, "message", None) or reason)
             raise
-        return 201, {"session_id": session.id, "call_id": call.call_id, "to": str(to)}, \
+        return 201, {"session_id": session.id, "sip_call_id": call.call_id, "to": str(to)}, \
             {"Location": f"/v1/sessions/{session.id}"}
 
     async def transfer(request: Any, body: dict[str, Any], service: Service, identity: Any

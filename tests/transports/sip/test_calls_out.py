@@ -175,7 +175,7 @@ async def test_a_call_out_is_answered_echoes_and_ends_with_bye(service: Any, cal
     assert status == 201, body
     session = session_of(app, body["session_id"])
     invite = await callee.request("INVITE")
-    assert body["call_id"] == invite.call_id and str(invite.uri) == f"sip:bob@127.0.0.1:{callee.port}"
+    assert body["sip_call_id"] == invite.call_id and str(invite.uri) == f"sip:bob@127.0.0.1:{callee.port}"
     offer = SessionDescription.parse(invite.body)
     media = (offer.connection.address, offer.media[0].port)  # type: ignore[union-attr]
     assert session.state.value == "created" and session.info(detail=True)["transport_stats"]["sip"] == "calling"
