@@ -25,7 +25,7 @@ from aiohttp import web
 from voxline.config import ConfigError, ServiceConfig
 
 from .app import METRICS, SESSIONS, STATE, RuntimeFactory, create_app, mark_listening
-from voxline.providers.executor import trim_memory
+from voxline.providers.trim import trim_memory
 
 from .connections import CappedSite, fit_descriptors
 

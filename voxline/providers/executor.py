@@ -37,7 +37,7 @@ Memory: the engines allocate and free hundreds of MB per long job (Piper: about
 150 MB per 4096 characters voiced) in the worker threads' malloc arenas, which
 glibc keeps rather than returns; after a burst of synthesis the process stayed
 that much larger for good. When the executor falls idle, its last worker calls
-glibc's ``malloc_trim`` (at most every ``TRIM_INTERVAL``; a timer catches the
+glibc's ``malloc_trim`` (``trim.py``: at most every ``TRIM_INTERVAL``; a timer catches the
 one skipped), so memory goes back to the system once the work is done.
 
 Process-wide state lives here and only here: ``shared_executor()`` (one pool
@@ -53,8 +53,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
-import ctypes
-import ctypes.util
 import logging
 import os
 import threading
@@ -64,6 +62,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from .base import Deadlines, ProviderError, ProviderTimeout
+from .trim import TRIMMER
 
 __all__ = [
     "AsyncSlots",
@@ -176,53 +175,6 @@ class ExecutorConfig:
     admit_timeout: float = 5.0
 
 
-TRIM_INTERVAL = 0.5  # s: the least time between two malloc_trim calls
-
-
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim``, or None where the C library has none (musl, macOS)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
-        return None
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return trim  # type: ignore[no-any-return]
-
-
-class _Trimmer:
-    """Gives freed heap back to the system when asked, at most every ``TRIM_INTERVAL``."""
-
-    def __init__(self) -> None:
-        self._trim = _malloc_trim()
-        self._lock = threading.Lock()
-        self._last = 0.0
-        self._timer: threading.Timer | None = None
-        self.trims = 0
-
-    def idle(self) -> None:
-        """Trim now, or once ``TRIM_INTERVAL`` since the last trim has passed. Any thread."""
-        if self._trim is None:
-            return
-        with self._lock:
-            wait = self._last + TRIM_INTERVAL - time.monotonic()
-            if wait > 0:
-                if self._timer is None:  # trim once the interval is over
-                    self._timer = threading.Timer(wait, self._run)
-                    self._timer.daemon = True
-                    self._timer.start()
-                return
-        self._run()
-
-    def _run(self) -> None:
-        with self._lock:
-            self._timer = None
-            self._last = time.monotonic()
-        assert self._trim is not None
-        self._trim(0)  # releases the GIL (ctypes); a few ms for hundreds of MB
-        self.trims += 1
-
-
 class InferenceExecutor:
     """Fixed threads, bounded admission; never blocks the event loop."""
 
@@ -238,7 +190,7 @@ class InferenceExecutor:
         self._urgent = 0  # urgent jobs running
         self._urgent_done = threading.Condition()
         self.yielded_seconds = 0.0  # time long jobs spent waiting for urgent ones
-        self.trimmer = _TRIMMER
+        self.trimmer = TRIMMER
 
     @property
     def pending(self) -> int:
@@ -339,14 +291,6 @@ class InferenceExecutor:
         self._pool.shutdown(wait=wait, cancel_futures=True)
 
 
-def trim_memory() -> None:
-    """Give the process's freed heap back to the system (from any thread; not the loop's:
-    it takes milliseconds). What the service calls now and then, for memory freed
-    outside the executor (a flood of connections, a burst of calls)."""
-    _TRIMMER.idle()
-
-
-_TRIMMER = _Trimmer()
 _shared_lock = threading.Lock()
 _shared: InferenceExecutor | None = None
 
