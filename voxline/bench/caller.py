@@ -13,6 +13,7 @@ window (2.5 ms) of where it lies.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import collections
 import random
 import time
@@ -29,6 +30,7 @@ from .signals import ONSET, WINDOW, speech_bounds, window_rms
 __all__ = ["Utterance", "Mouth", "Ears", "Caller", "Impairment", "FRAME"]
 
 FRAME = 0.02
+WIRE_MAX = 250  # frames (5 s) the impaired wire holds; past that the network drops them
 QUIET_GAP = 0.15  # s without reply audio that ends a stretch of it
 REPLY_TIMEOUT = 15.0
 SETTLE = 0.8  # s of quiet (both ways) between turns
@@ -119,7 +121,7 @@ class Mouth:
 
     async def run(self, stop: asyncio.Event) -> None:
         if self.impair is not None:
-            self._wire = asyncio.Queue()
+            self._wire = asyncio.Queue(WIRE_MAX)
             sender = asyncio.ensure_future(self._impaired_sender())
         t0 = time.monotonic()
         k = 0
@@ -144,8 +146,12 @@ class Mouth:
             self.error = str(exc)
         finally:
             if self._wire is not None:
-                self._wire.put_nowait(None)
-                await sender
+                if self._wire.full():
+                    sender.cancel()  # it stopped taking frames (its line failed): nothing left to send
+                else:
+                    self._wire.put_nowait(None)
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sender
 
     def _impaired(self, now: float, pcm: npt.NDArray[np.int16]) -> None:
         imp, rng = self.impair, self._rng
@@ -156,14 +162,21 @@ class Mouth:
         depart = now + rng.uniform(0, imp.jitter)
         if self._held is not None:
             held, self._held = self._held, None
-            self._wire.put_nowait((max(depart, held[0]), pcm))
-            self._wire.put_nowait((max(depart, held[0]), held[1]))  # after the frame that followed it
+            self._put((max(depart, held[0]), pcm))
+            self._put((max(depart, held[0]), held[1]))  # after the frame that followed it
             return
         if rng.random() < imp.reorder:
             self.reordered += 1
             self._held = (depart, pcm)
             return
-        self._wire.put_nowait((depart, pcm))
+        self._put((depart, pcm))
+
+    def _put(self, item: tuple[float, npt.NDArray[np.int16]]) -> None:
+        assert self._wire is not None
+        if self._wire.full():  # the line is WIRE_MAX frames behind: the network drops it
+            self.lost += 1
+        else:
+            self._wire.put_nowait(item)
 
     async def _impaired_sender(self) -> None:
         assert self._wire is not None
