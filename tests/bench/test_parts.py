@@ -12,9 +12,11 @@ import pytest
 
 from voxline.bench.caller import FRAME, Ears, Impairment, Mouth, Utterance
 from voxline.bench.cli import _fraction, _ms
-from voxline.bench.result import join_stages, percentiles
+from voxline.bench.report import render
+from voxline.bench.result import join_heard, join_stages, percentiles, summarise
 from voxline.bench.script import load_script, synthetic_script
 from voxline.bench.signals import cough, loud_span, speech_bounds, utterance
+from voxline.bench.wer import edits, wer, words
 
 RATE = 16000
 
@@ -152,3 +154,34 @@ def test_scripts(tmp_path: Any) -> None:
     assert got[0].text == "hello" and got[0].expect == ("hi",) and got[1].kind == "bargein"
     with pytest.raises(ValueError, match="needs a voice"):
         load_script(script, None)
+
+
+def test_wer_normalises_words_and_counts_each_kind_of_edit() -> None:
+    assert words("It's 4 o'clock, Monday!") == ["it", "is", "four", "oclock", "monday"]
+    assert edits(["a", "b", "c"], ["a", "x", "c", "d"]) == 2  # one substitution, one insertion
+    assert edits(["a", "b"], []) == 2
+    assert wer([("What is the capital of France?", "what is the capital on france")]) == (round(1 / 6, 4), 1, 6)
+    assert wer([]) == (None, 0, 0)
+
+
+def test_what_the_service_heard_is_joined_to_each_turn_and_scored() -> None:
+    rows: list[dict[str, Any]] = [
+        {"call": 0, "turn": 1, "text": "what is two plus two", "service_turn": 3},
+        {"call": 0, "turn": 2, "text": "which animal says meow", "service_turn": 5},
+        {"call": 0, "turn": 3, "text": "", "service_turn": 6},  # a cough: no words to score
+        {"call": 0, "turn": 4, "text": "good bye", "service_turn": None},  # never joined to a service turn
+    ]
+    events = [
+        {"kind": "transcript", "turn": 3, "data": {"text": "what is to", "final": False, "who": "caller"}},
+        {"kind": "transcript", "turn": 3, "data": {"text": "What is two plus two?", "final": True, "who": "caller"}},
+        {"kind": "transcript", "turn": 3, "data": {"text": "Four.", "final": True, "who": "agent"}},
+        {"kind": "transcript", "turn": 5, "data": {"text": "with candy milk", "final": True, "who": "caller"}},
+        {"kind": "state", "turn": 5, "data": {"state": "thinking"}},
+    ]
+    join_heard(rows, events)
+    assert rows[0]["heard"] == "What is two plus two?" and rows[1]["heard"] == "with candy milk"
+    assert "heard" not in rows[2] and "heard" not in rows[3]
+    summary = summarise(rows, None)["heard"]
+    # 0 errors in 5 words, then 4 words of which "which animal says meow" -> "with candy milk": 4 errors
+    assert summary == {"wer": round(4 / 9, 4), "errors": 4, "words": 9, "turns": 2, "unheard": 0}
+    assert "What the service heard" in render({"rows": rows, "heard": summary})

@@ -203,6 +203,8 @@ def render(result: dict[str, Any]) -> str:
         _kpi("barged / stopped", f"{barge.get('n', 0)}/{barge.get('stopped', 0)}"),
         _kpi("cough: reply went on", f"{cough.get('continued', 0)}/{cough.get('n', 0)}"),
     ]
+    if (result.get("heard") or {}).get("wer") is not None:
+        body.append(_kpi("WER as heard", f"{result['heard']['wer'] * 100:.1f}%"))
     if "capacity" in result:
         body.append(_kpi("capacity knee", f"{result['capacity'].get('knee')} callers"))
     body += ["<h2>Voice-to-voice at the caller</h2>",
@@ -252,6 +254,16 @@ def render(result: dict[str, Any]) -> str:
                  _table(["call", "turn", "asked", "expected", "reply heard", "ok"],
                         [[x.get("call"), x.get("turn"), x.get("text"), ", ".join(x.get("expect", [])),
                           x.get("reply"), "yes" if x.get("ok") else "no"] for x in u.get("rows", [])])]
+    heard = result.get("heard") or {}
+    if heard.get("turns"):
+        wer_text = "n/a" if heard.get("wer") is None else f"{heard['wer'] * 100:.1f}%"
+        body += ["<h2>What the service heard</h2>",
+                 f"<p>The caller's words against the service's final transcript of each turn: WER "
+                 f"<b>{_e(wer_text)}</b> ({_e(heard.get('errors'))} errors in {_e(heard.get('words'))} words, "
+                 f"{_e(heard.get('turns'))} turns, {_e(heard.get('unheard'))} with no transcript).</p>",
+                 _table(["call", "turn", "said", "heard"],
+                        [[r.get("call"), r.get("turn"), r.get("text"), r.get("heard")]
+                         for r in rows if r.get("text") and r.get("service_turn") is not None])]
     imp = result.get("impairment", {})
     if imp.get("loss") or imp.get("jitter_ms") or imp.get("reorder"):
         body += ["<h2>Impairment</h2>",

@@ -11,7 +11,9 @@ import numpy as np
 
 from voxline.media.budget import MARKS
 
-__all__ = ["percentiles", "join_stages", "summarise", "SCHEMA"]
+from .wer import wer
+
+__all__ = ["percentiles", "join_stages", "join_heard", "summarise", "SCHEMA"]
 
 SCHEMA = 1
 SAME_CLOCK = 1.0  # s: a service mark this close to the caller's time is on the same clock
@@ -76,6 +78,30 @@ def join_stages(rows: list[dict[str, Any]], records: Sequence[dict[str, Any]]) -
         row["violations"] = (rec.get("data") or {}).get("violations", [])
 
 
+def join_heard(rows: list[dict[str, Any]], events: Sequence[dict[str, Any]]) -> None:
+    """Put on each turn what the service heard the caller say: the last final
+    caller transcript of the service turn its marks were joined to."""
+    heard: dict[Any, str] = {}
+    for ev in events:
+        data = ev.get("data") or {}
+        if ev.get("kind") == "transcript" and data.get("final") and data.get("who") == "caller":
+            heard[ev.get("turn")] = str(data.get("text") or "")
+    for row in rows:
+        turn = row.get("service_turn")
+        if turn is not None and turn in heard:
+            row["heard"] = heard[turn]
+
+
+def heard_wer(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """WER of the caller's side as the service heard it, over the turns whose
+    words are known (spoken from a script or a transcribed recording)."""
+    pairs = [(r["text"], r.get("heard", "")) for r in rows if r.get("text") and r.get("service_turn") is not None]
+    value, errs, total = wer(pairs)
+    return {"wer": value, "errors": errs, "words": total, "turns": len(pairs),
+            "unheard": sum(1 for r in rows if r.get("text") and r.get("service_turn") is not None
+                           and "heard" not in r)}
+
+
 def summarise(rows: list[dict[str, Any]], budgets: dict[str, Any] | None) -> dict[str, Any]:
     v2v = percentiles(r.get("v2v_ms") for r in rows)
     barges = [r["bargein"] for r in rows if r.get("bargein", {}).get("talked_over")]
@@ -100,5 +126,6 @@ def summarise(rows: list[dict[str, Any]], budgets: dict[str, Any] | None) -> dic
             "answer_v2v_ms": percentiles(b.get("answer_v2v_ms") for b in barges),
         },
         "cough": {"n": len(coughs), "continued": sum(1 for c in coughs if c.get("continued"))},
+        "heard": heard_wer(rows),
         "stages": {"p50_ms_after_speech_end": stages, "budget_ms": budgets or {}},
     }

@@ -24,7 +24,7 @@ from .caller import Caller, Ears, Impairment
 from .lines import TRANSPORTS, Target, open_line
 from .lines.base import LineError
 from .progress import Progress
-from .result import SCHEMA, join_stages, percentiles, summarise
+from .result import SCHEMA, join_heard, join_stages, percentiles, summarise
 from .script import Turn
 
 __all__ = ["Options", "bench", "run_level", "write_result"]
@@ -112,6 +112,7 @@ async def run_call(index: int, target: Target, opts: Options, turns: list[Turn],
     if not records and info is not None:  # no event stream: the session's detail keeps recent turns
         records = [{"turn": t.get("turn"), "data": t} for t in (info.get("latency") or {}).get("turns", [])]
     join_stages(out["rows"], records)
+    join_heard(out["rows"], ears.events)
     if info is not None:
         lat = info.get("latency") or {}
         out["budget_ms"] = lat.get("budget")
