@@ -185,3 +185,16 @@ def test_what_the_service_heard_is_joined_to_each_turn_and_scored() -> None:
     # 0 errors in 5 words, then 4 words of which "which animal says meow" -> "with candy milk": 4 errors
     assert summary == {"wer": round(4 / 9, 4), "errors": 4, "words": 9, "turns": 2, "unheard": 0}
     assert "What the service heard" in render({"rows": rows, "heard": summary})
+
+
+def test_recorded_speech_comes_with_its_own_transcripts() -> None:
+    from voxline.bench.script import SPHINX_DIR, sphinx_recordings, sphinx_script
+
+    if not SPHINX_DIR.exists():
+        pytest.skip("pocketsphinx-testdata is not installed")
+    recs = sphinx_recordings()
+    texts = [t for _, t in recs]
+    assert "he was not an ill disposed young man" in texts and "ten of clubs" in texts
+    assert all(len(pcm) > RATE // 2 for pcm, _ in recs)
+    turns = sphinx_script(12)
+    assert [t.text for t in turns[:len(recs)]] == texts and turns[len(recs)].text == texts[0]

@@ -19,6 +19,7 @@ reply should contain (checked when replies are transcribed).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,8 @@ from voxline.media.resample import resample_chunk
 
 from .signals import silence, utterance
 
-__all__ = ["Turn", "synthetic_script", "load_script", "sphinx_script", "voice_texts", "KINDS", "QUESTIONS",
-           "SPHINX_DIR"]
+__all__ = ["Turn", "synthetic_script", "load_script", "sphinx_script", "sphinx_recordings", "voice_texts", "KINDS",
+           "QUESTIONS", "SPHINX_DIR"]
 
 RATE = 16000
 KINDS = ("ask", "bargein", "cough")
@@ -86,29 +87,39 @@ def synthetic_script(turns: int, bargein: bool = True) -> list[Turn]:
 
 
 def sphinx_script(turns: int, bargein: bool = True, root: Path = SPHINX_DIR) -> list[Turn]:
-    """Real recorded speech: pocketsphinx-testdata's 16 kHz raw files with their transcripts."""
-    files = sorted(root.glob("*.raw"))
-    if not files:
-        raise FileNotFoundError(f"no *.raw recordings under {root} (apt install pocketsphinx-testdata)")
-    texts = _sphinx_texts(root)
+    """Real recorded speech with its transcripts: pocketsphinx-testdata's LibriVox
+    readings and card names (16 kHz WAV) and "go forward ten meters", in turn."""
+    recordings = sphinx_recordings(root)
+    if not recordings:
+        raise FileNotFoundError(f"no recordings with transcripts under {root} (apt install pocketsphinx-testdata)")
     out = []
     for i in range(turns):
-        f = files[i % len(files)]
-        pcm = np.fromfile(f, dtype="<i2").astype(np.int16)[: RATE * 6]
-        out.append(Turn(pcm, kind_of(i, bargein), texts.get(f.stem, f.stem)))
+        pcm, text = recordings[i % len(recordings)]
+        out.append(Turn(pcm[: RATE * 8], kind_of(i, bargein), text))
     return out
 
 
-def _sphinx_texts(root: Path) -> dict[str, str]:
-    texts: dict[str, str] = {}
-    for name in ("goforward", "numbers", "something"):
-        for cand in (root / f"{name}.txt", root / f"{name}.transcription"):
-            if cand.exists():
-                texts[name] = cand.read_text().strip()
-    texts.setdefault("goforward", "go forward ten meters")
-    texts.setdefault("numbers", "three hundred and four")
-    texts.setdefault("something", "something")
-    return texts
+def sphinx_recordings(root: Path = SPHINX_DIR) -> list[tuple[npt.NDArray[np.int16], str]]:
+    """(16 kHz int16, transcript) of every recording whose transcript is known."""
+    import soundfile
+
+    found: list[tuple[npt.NDArray[np.int16], str]] = []
+    for folder, listing in (("librivox", "transcription"), ("cards", "cards.transcription")):
+        path = root / folder / listing
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines():
+            m = re.fullmatch(r"\s*<s>\s*(.*?)\s*</s>\s*\((\S+)\)\s*", line)
+            wav = root / folder / f"{m.group(2)}.wav" if m else None
+            if m is None or wav is None or not wav.exists():
+                continue
+            data, rate = soundfile.read(wav, dtype="int16", always_2d=True)
+            pcm = data[:, 0] if rate == RATE else resample_chunk(data[:, 0], rate, RATE).astype(np.int16)
+            found.append((pcm, " ".join(m.group(1).split())))
+    raw = root / "goforward.raw"
+    if raw.exists():
+        found.append((np.fromfile(raw, dtype="<i2").astype(np.int16), "go forward ten meters"))
+    return found
 
 
 def voice_texts(pairs: list[tuple[str, tuple[str, ...]]], voice: Any, bargein: bool = True,
