@@ -58,6 +58,7 @@ __all__ = ["Call", "Service", "free_port", "add_call_args", "measure", "ladder",
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token-0123456789abcdef"
 DRAIN_S = 2.0
+RESAMPLERS = {"fast": "soxr QQ (resample = fast), as W2 and the anchor", "hq": "libswresample (resample = hq)"}
 CONNECT_RATE = 400.0  # calls set up per second before the measured part starts
 
 
@@ -83,7 +84,8 @@ def free_tcp_udp_port() -> int:
 class Service:
     """``voxline serve`` in its own process, pinned to one CPU."""
 
-    def __init__(self, *, cpu: int | None, vad: str, max_calls: int, sip: bool = False, loop: str = "uvloop") -> None:
+    def __init__(self, *, cpu: int | None, vad: str, max_calls: int, sip: bool = False, loop: str = "uvloop",
+                 resample: str = "hq") -> None:
         self.cpu = cpu
         self.http_port = free_port()
         self.audiosocket_port = free_port()
@@ -93,7 +95,7 @@ class Service:
         conf = Path(self._tmp.name) / "voxline.toml"
         # Limits past the largest N: admission is not what is measured here.
         lines = [
-            f'api_tokens = ["{TOKEN}"]', 'agent = "echo"', f'vad = "{vad}"', "greet = false",
+            f'api_tokens = ["{TOKEN}"]', 'agent = "echo"', f'vad = "{vad}"', f'resample = "{resample}"', "greet = false",
             f"max_sessions = {max_calls + 100}", "max_sessions_per_token = 0", "max_pending_per_token = 0",
             "sessions_per_minute = 1000000.0", "session_burst = 100000", "pending_timeout = 120.0",
             f"max_connections = {max_calls + 200}", 'log_format = "text"', 'log_level = "WARNING"',
@@ -224,6 +226,9 @@ class Call:
 def add_call_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calls", type=int, default=100)
     parser.add_argument("--ladder", action="store_true", help="find the largest N that holds")
+    parser.add_argument("--resample", choices=tuple(RESAMPLERS), default="fast",
+                        help="the service's paced resampler (its resample setting); fast is W2's and the "
+                             "anchor's soxr QQ, hq the service's default")
     parser.add_argument("--vad", choices=("webrtc", "silero"), default="webrtc",
                         help="the service's VAD (W2's webrtc variant by default)")
     parser.add_argument("--p99-ms", type=float, default=20.0,
@@ -251,14 +256,16 @@ async def measure(
     declared_ms: float | Callable[[list[dict[str, Any]]], float],
     transport: str,
     sip: bool = False,
-    resampler: str = "libswresample (hq), the only one the service's runtime uses",
+    resampler: str | None = None,
     extra: Callable[[list[Call], Service, aiohttp.ClientSession], Any] | None = None,
 ) -> dict[str, Any]:
     n = args.calls
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     clip = load_clip(find_clip())
-    service = Service(cpu=args.cpu, vad=args.vad, max_calls=n, sip=sip, loop=args.loop)
+    service = Service(cpu=args.cpu, vad=args.vad, max_calls=n, sip=sip, loop=args.loop, resample=args.resample)
+    if resampler is None:
+        resampler = RESAMPLERS[args.resample]
     http = aiohttp.ClientSession()
     calls: list[Call] = []
     try:
@@ -490,7 +497,7 @@ def summarise(calls: list[Call], n: int, declared_ms: float, p99_limit_ms: float
 
 def one(module: str, n: int, args: argparse.Namespace, passthrough: list[str]) -> dict[str, Any]:
     """One N in a fresh interpreter and a fresh service."""
-    cmd = [sys.executable, "-m", f"benchmarks.{module}", "--calls", str(n), "--vad", args.vad,
+    cmd = [sys.executable, "-m", f"benchmarks.{module}", "--calls", str(n), "--vad", args.vad, "--resample", args.resample,
            "--loop", args.loop, "--p99-ms", str(args.p99_ms), *passthrough]
     if args.cpu is not None:
         cmd += ["--cpu", str(args.cpu)]

@@ -76,3 +76,10 @@ def test_sip_trunk_settings() -> None:
     assert (cfg.sip_trunk_user, cfg.sip_outbound_proxy, cfg.sip_register) == ("alice", "127.0.0.1:5090",
                                                                              "sip:127.0.0.1:5090")
     assert ServiceConfig().sip_register == "" and ServiceConfig().sip_ring_timeout == 60.0
+
+
+def test_the_paced_resampler_is_hq_unless_fast_is_asked_for() -> None:
+    assert ServiceConfig().resample == "hq"
+    assert ServiceConfig(resample="fast").resample == "fast"
+    with pytest.raises(ConfigError, match="resample must be hq or fast"):
+        ServiceConfig(resample="best")

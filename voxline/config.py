@@ -110,6 +110,10 @@ class ServiceConfig:
     agent: str = "assistant"  # assistant | echo | transcribe
     max_sessions: int = 100
     vad: str = "silero"  # silero | webrtc
+    # Paced resampling of call audio: hq (libswresample, band-limited) or fast
+    # (soxr QQ, a third of the cost, no anti-aliasing: only for audio already
+    # band-limited, e.g. narrowband telephony up to 16 kHz and back).
+    resample: str = "hq"
     api_tokens: tuple[str, ...] = ()
     jwt_public_key: str = ""  # PEM (Ed25519), or a path to one
     jwt_revoked: tuple[str, ...] = ()  # revoked token ids (jti)
@@ -180,6 +184,8 @@ class ServiceConfig:
         return bool(self.api_tokens or self.jwt_public_key)
 
     def __post_init__(self) -> None:
+        if self.resample not in ("hq", "fast"):
+            raise ConfigError(f"resample must be hq or fast, got {self.resample!r}")
         _check_sip_trunk(self)
 
 

@@ -106,3 +106,16 @@ async def test_an_unknown_agent_is_refused_and_the_session_ended() -> None:
         await runtime.open(bad, transport)
     assert bad.state is SessionState.ENDED and transport.closed and len(registry) == 0
     await runtime.stop()
+
+
+@pytest.mark.parametrize("quality", ["hq", "fast"])
+async def test_the_call_audio_is_resampled_at_the_configured_quality(quality: str) -> None:
+    registry = SessionRegistry(4)
+    runtime = Runtime(ServiceConfig(vad="webrtc", agent="echo", resample=quality), registry)
+    await runtime.start()
+    s = registry.admit("t", "loopback", "echo")
+    pipe = runtime.build(s, LoopbackTransport(PCMU))
+    resamplers = [st for st in pipe._stages if st.name.startswith("resample_")]
+    assert [r.name for r in resamplers] == ["resample_in", "resample_out"]
+    assert all(r._rs.quality == quality for r in resamplers)  # type: ignore[union-attr]
+    await runtime.stop()

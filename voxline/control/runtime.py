@@ -36,7 +36,7 @@ from voxline.media.frames import Audio, Dtmf, Mark, Payload
 from voxline.media.pipeline import Pipeline
 from voxline.media.recorder import AGENT, CALLER, CallRecording, Tap
 from voxline.media.playout import Playout, PlayoutMode
-from voxline.media.resample import Resample
+from voxline.media.resample import Quality, Resample
 from voxline.media.silero import SileroBatcher, SileroModel
 from voxline.media.vad import SileroVad, WebrtcVad
 from voxline.providers.factory import Providers, build_providers
@@ -182,17 +182,18 @@ class Runtime:
         traits = transport.traits
         media = traits.media
         stages: list[Any] = []
+        quality: Quality = "fast" if self.config.resample == "fast" else "hq"
         recording = self._recording(session)
         if not media.decoded:
             stages.append(Decode(media.codec, name="decode"))
         if media.rate != INBOUND_RATE:
-            stages.append(Resample(media.rate, INBOUND_RATE, "hq", name="resample_in"))
+            stages.append(Resample(media.rate, INBOUND_RATE, quality, name="resample_in"))
         if recording is not None:
             stages.append(Tap(recording, CALLER, "record_caller", owns=True))
         stages += [vad, agent]
         if kind != "transcribe":
             if agent_rate != media.rate:
-                stages.append(Resample(agent_rate, media.rate, "hq", name="resample_out"))
+                stages.append(Resample(agent_rate, media.rate, quality, name="resample_out"))
             mode = PlayoutMode.PULL if traits.sink is SinkMode.PULL else PlayoutMode.PUSH
             stages.append(Playout(media.rate, media.frame_ms, mode=mode, far_end_buffer=traits.far_end_buffer,
                                   far_end_clears=traits.can_clear))
