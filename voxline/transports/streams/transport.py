@@ -13,6 +13,11 @@ A malformed message is counted and dropped (``wire.StreamError``);
 ``max_faults`` of them close the stream with the code of the last (1007
 unreadable, 1008 out of place). A peer silent for ``idle_timeout`` (media
 streams send every 20 ms) is gone, and the call ends.
+
+Both deadlines, the peer's silence and a send that does not complete within
+``send_timeout``, are kept by one watchdog timer per stream rather than a
+timeout scope around every message: a scope per 20 ms message each way costs
+more than the message itself.
 """
 
 from __future__ import annotations
@@ -106,6 +111,12 @@ class StreamTransport:
         self._pending: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._cleared: collections.deque[str] = collections.deque(maxlen=CLEARED_MARKS)
         self._closed = asyncio.Event()
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._heard = 0.0  # loop time of the peer's last message
+        self._flushing = False
+        self._progress = 0.0  # loop time the writer last completed a message (or began a flush)
+        self._silent = False
+        self._closer: asyncio.Task[None] | None = None
         # Until the call is open, a failed build ends the session (which closes
         # this transport) before the door knows why: the door closes the socket
         # then, with the code that says why (1013 for capacity).
@@ -171,6 +182,9 @@ class StreamTransport:
         raise Unsupported(f"DTMF cannot be sent on a {self.kind} stream")
 
     async def close(self, code: int = 1000, reason: str = "call ended") -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         writer, self._writer = self._writer, None
         if writer is not None and writer is not asyncio.current_task():
             writer.cancel()  # one writer at a time: the rest is flushed here
@@ -224,7 +238,35 @@ class StreamTransport:
         return True
 
     def start_writer(self) -> None:
-        self._writer = asyncio.get_running_loop().create_task(self._write(), name=f"stream-writer:{self.name}")
+        loop = asyncio.get_running_loop()
+        self._writer = loop.create_task(self._write(), name=f"stream-writer:{self.name}")
+        self._heard = self._progress = loop.time()
+        self._arm(loop)
+
+    # -- deadlines ---------------------------------------------------------------------
+
+    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        period = max(0.05, min(self.limits.idle_timeout, self.limits.send_timeout) / 4)
+        self._watchdog = loop.call_later(period, self._watch)
+
+    def _watch(self) -> None:
+        """Every quarter of the shorter deadline: is the peer silent, or a send stuck?"""
+        self._watchdog = None
+        if self._closed.is_set():
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if now - self._heard >= self.limits.idle_timeout:
+            self._silent = True
+            self._closer = loop.create_task(self.close(POLICY, "peer silent"), name=f"stream-silent:{self.name}")
+            return
+        if self._flushing and now - self._progress >= self.limits.send_timeout:
+            writer, self._writer = self._writer, None
+            if writer is not None:
+                writer.cancel()
+            self.lost("send failed: TimeoutError")
+            return
+        self._arm(loop)
 
     async def _write(self) -> None:
         try:
@@ -238,17 +280,24 @@ class StreamTransport:
             self.lost(f"send failed: {type(exc).__name__}")
 
     async def _flush(self) -> None:
-        ws, timeout = self.ws, self.limits.send_timeout
-        while self._out:
-            is_audio, msg = self._out.popleft()
-            if is_audio:
-                self._queued_audio -= 1
-            async with asyncio.timeout(timeout):
+        """Send what is queued. A send that blocks (the peer stopped reading) is
+        ended by the watchdog after ``send_timeout``, or by ``close``'s own deadline."""
+        ws, loop = self.ws, asyncio.get_running_loop()
+        self._flushing = True
+        self._progress = loop.time()
+        try:
+            while self._out:
+                is_audio, msg = self._out.popleft()
+                if is_audio:
+                    self._queued_audio -= 1
                 if isinstance(msg, str):
                     await ws.send_str(msg)
                 else:
                     await ws.send_bytes(msg)
-            self.sent += 1
+                self.sent += 1
+                self._progress = loop.time()
+        finally:
+            self._flushing = False
 
     def send_event(self, event: Mapping[str, Any]) -> None:
         msg = self.dialect.event(event)
@@ -312,12 +361,10 @@ class StreamTransport:
     async def run(self) -> str:
         """Read until the stream ends; return why."""
         ws, dialect, c, limits = self.ws, self.dialect, self._counters, self.limits
+        loop = asyncio.get_running_loop()
         while True:
-            try:
-                msg = await ws.receive(timeout=limits.idle_timeout)
-            except TimeoutError:
-                await self.close(POLICY, "peer silent")
-                return end_reason(PEER_GONE, "silent")
+            msg = await ws.receive()  # the peer's silence is the watchdog's (see _watch)
+            self._heard = loop.time()
             kind = msg.type
             if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
                 c.received += 1
@@ -336,6 +383,8 @@ class StreamTransport:
                 c.faults += 1
                 return f"error: {ws.exception()}"
             else:  # CLOSE, CLOSING, CLOSED
+                if self._silent:
+                    return end_reason(PEER_GONE, "silent")
                 return end_reason(HANGUP, "closed the stream") if not self._closed.is_set() \
                     else self.end_reason or "closed"
 
