@@ -99,6 +99,12 @@ def test_depth_grows_fast_on_a_late_packet_and_shrinks_slowly_when_stable() -> N
     assert depths[-1] < max(depths)  # shrinking after 2 s without lateness
     assert buffer.stats.discarded >= 1
     assert depths[-1] >= buffer.config.min_depth
+    # Every change is logged with when it happened: what was declared when is known afterwards.
+    log = list(buffer.stats.depths)
+    assert log[0][1] == 0.04 and log[-1][1] == buffer.depth
+    assert [t for t, _ in log] == sorted(t for t, _ in log)
+    assert any(d >= 0.14 for _, d in log) and len({d for _, d in log}) >= 3
+    assert buffer.next_due() is not None and JitterBuffer().next_due() is None
 
 
 def test_sequence_and_timestamp_wrap() -> None:

@@ -24,7 +24,8 @@ after ``stable`` seconds without a late packet, by at most one frame per
 ``stable`` seconds, by dropping one frame (``discarded``) — or freely at the
 start of a talk spurt (a marker packet after a gap), where the silence absorbs
 it and the play-out point is re-anchored. ``depth`` is readable at any time,
-so the pipeline declares it as this stage's latency.
+so the pipeline declares it as this stage's latency; ``depths`` keeps the last
+changes as (time, depth), so what was declared when is known afterwards.
 
 **Output time.** ``pts`` counts the samples of the slots pulled (frames and
 ``Lost`` alike), so what the decoder makes of them is one contiguous stream
@@ -40,7 +41,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -55,6 +56,7 @@ __all__ = ["JitterConfig", "JitterStats", "Lost", "JitterBuffer", "conceal_pcm"]
 _MAX_DROPOUT = 3000
 _MAX_MISORDER = 100
 _REMEMBERED = 64
+_DEPTHS = 32  # depth changes remembered
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +106,7 @@ class JitterStats:
     restarts: int = 0
     jumps: int = 0
     depth: float = 0.0
+    depths: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=_DEPTHS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +190,10 @@ class JitterBuffer:
     def _due(self, ts: int) -> float:
         return self._offset + ts / self.config.rate
 
+    def next_due(self) -> float | None:
+        """When the next slot is due (a frame, or its concealment); None before the first packet."""
+        return self._due(self._play_ts) if self._started else None
+
     def target(self) -> float:
         """The depth the measured jitter asks for."""
         c = self.config
@@ -269,6 +276,7 @@ class JitterBuffer:
         self._highest = ext_seq
         self._play_ts = ext_ts
         self._offset = transit + self._depth
+        self.stats.depths.append((arrival, self._depth))
 
     def _restart(self, seq: int, timestamp: int, arrival: float) -> tuple[int, int]:
         """Flush, and start the sequence and time lines again at this packet."""
@@ -294,7 +302,7 @@ class JitterBuffer:
         late_by = max(0.0, arrival - self._due(ext_ts))
         grown = min(self.config.max_depth, self._depth + late_by + self.config.margin)
         self._offset += grown - self._depth
-        self._set_depth(grown)
+        self._set_depth(grown, arrival)
         self._last_late = arrival
 
     def _trim(self) -> None:
@@ -314,7 +322,9 @@ class JitterBuffer:
         self._next_seq = max(self._next_seq, ext_seq + 1)
         self._played.append(ext_seq)
 
-    def _set_depth(self, depth: float) -> None:
+    def _set_depth(self, depth: float, at: float) -> None:
+        if depth != self._depth:
+            self.stats.depths.append((at, depth))
         self._depth = depth
         self.stats.depth = depth
 
@@ -358,9 +368,9 @@ class JitterBuffer:
     def _reanchor(self, entry: _Entry, now: float) -> None:
         """A talk spurt starts after a gap: play it from here, at the target depth."""
         if now - self._last_late >= self.config.stable:
-            self._set_depth(self.target())
+            self._set_depth(self.target(), now)
         else:
-            self._set_depth(max(self._depth, self.target()))
+            self._set_depth(max(self._depth, self.target()), now)
         base = min(self._transits) if self._transits else entry.arrival - entry.ts / self.config.rate
         self._offset = base + self._depth
         self._play_ts = entry.ts
@@ -379,7 +389,7 @@ class JitterBuffer:
         self.stats.discarded += 1
         self._play_ts = entry.ts + c.frame_samples
         self._offset -= c.frame
-        self._set_depth(self._depth - c.frame)
+        self._set_depth(self._depth - c.frame, now)
         self._last_shrink = now
 
 

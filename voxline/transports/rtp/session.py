@@ -219,6 +219,10 @@ class RtpSession:
 
     # -- out to the pipeline -----------------------------------------------------
 
+    def next_due(self) -> float | None:
+        """When the jitter buffer's next slot is due (see ``JitterBuffer.next_due``)."""
+        return self.jitter.next_due()
+
     def pop(self, now: float) -> list[Payload | Audio]:
         """Every frame due by ``now``, in order (concealment for the lost ones)."""
         out: list[Payload | Audio] = []
@@ -310,5 +314,6 @@ class RtpSession:
             "wrong_source": c.wrong_source, "dtmf_in": c.dtmf_in, "dtmf_out": c.dtmf_out,
             "rtcp_in": c.rtcp_in, "rtcp_out": c.rtcp_out, "concealed": c.concealed,
             "jitter_buffer": {"depth": self.jitter.depth, "late": j.late, "duplicates": j.duplicates,
-                              "reordered": j.reordered, "overflow": j.overflow, "played": j.played},
+                              "reordered": j.reordered, "overflow": j.overflow, "played": j.played,
+                              "depths": [[round(t, 4), d] for t, d in j.depths]},
         }
