@@ -3,11 +3,14 @@
 ``RtpCallTransport`` is a push sink (voxline's playout paces; each encoded
 frame is written at once as an RTP packet) whose media state is an
 ``rtp.RtpSession``; this module only moves datagrams and time. Inbound, the
-datagrams go into the session as they arrive, and a ``MediaTicker`` shared by
-every call pops what the jitter buffer has due once per frame period and hands
-it to the runtime's port, sends RTCP when due, plays queued DTMF and notices a
-peer that went silent (RTP inactivity: the call ends, the port is released,
-even without a BYE).
+datagrams go into the session as they arrive, and each call's own timer wakes
+at the moment the jitter buffer's next slot is due (at the call's phase, so a
+frame waits exactly the declared depth, not up to a period more for a shared
+tick) and hands the frame to the runtime's port. A ``MediaTicker`` shared by
+every call does the rest once per frame period: it pops anything a timer has
+not (a safety net), sends RTCP when due, plays queued DTMF and notices a peer
+that went silent (RTP inactivity: the call ends, the port is released, even
+without a BYE).
 
 ``open_rtp`` binds the call's socket(s) on a port pair from a ``PortAllocator``
 (skipping ports another process holds); ``close()`` always gives the pair back.
@@ -166,6 +169,8 @@ class RtpCallTransport:
         self.closed = False
         self.connected_at: float | None = None
         self.dropped_out = 0  # frames we had nowhere to send (hold, no address yet)
+        self._due: asyncio.TimerHandle | None = None  # the next jitter-buffer slot
+        self._due_at = 0.0
 
     @property
     def local_port(self) -> int:
@@ -184,6 +189,7 @@ class RtpCallTransport:
         self._ticker.add(self)
         if self.port is not None:
             self.port.connected()
+        self._schedule(self.connected_at)
 
     def send(self, frame: Frame) -> None:
         t = type(frame)
@@ -222,6 +228,9 @@ class RtpCallTransport:
             return
         self.closed = True
         self._ticker.discard(self)
+        if self._due is not None:
+            self._due.cancel()
+            self._due = None
         self._rtp.close()
         if self._rtcp is not None:
             self._rtcp.close()
@@ -252,15 +261,47 @@ class RtpCallTransport:
 
     # -- time -------------------------------------------------------------------
 
-    def tick(self, now: float) -> None:
-        if self.closed:
-            return
+    def _hand_on(self, now: float) -> None:
+        """What the jitter buffer has due by ``now`` goes to the pipeline; then the
+        timer for the next slot."""
         port = self.port
         s = self.session
         frames: list[Audio | Payload | Dtmf] = [*s.pop(now), *s.expire_dtmf(now)]
         if port is not None:
             for f in frames:
                 port.receive(f)
+        self._schedule(now)
+
+    def _schedule(self, now: float) -> None:
+        if self.connected_at is None or self.closed:
+            return
+        due = self.session.next_due()
+        if due is None:
+            return
+        due = max(due, now)
+        if self._due is not None:
+            if abs(self._due_at - due) < 0.0005:
+                return
+            self._due.cancel()
+        self._due_at = due
+        self._due = asyncio.get_running_loop().call_at(due, self._wake)
+
+    def _wake(self) -> None:
+        self._due = None
+        if self.closed:
+            return
+        try:
+            self._hand_on(asyncio.get_running_loop().time())
+        except Exception:
+            log.exception("an RTP call failed to hand on its audio; ending it")
+            self._ticker.discard(self)
+            self.gone("media failure")
+
+    def tick(self, now: float) -> None:
+        if self.closed:
+            return
+        self._hand_on(now)
+        s = self.session
         dest = self._dest()
         while self._dtmf and self._dtmf[0][0] <= now:
             _, packet = self._dtmf.popleft()
@@ -290,6 +331,8 @@ class RtpCallTransport:
         for digit in self.session.receive(data, source, now):
             if self.port is not None:
                 self.port.receive(digit)
+        if self._due is None:  # the first packet anchors the buffer; a re-anchor moves the slot
+            self._schedule(now)
 
     def _rtcp_datagram(self, data: bytes, source: tuple[str, int]) -> None:
         if not self.closed:
