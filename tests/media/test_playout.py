@@ -182,3 +182,46 @@ async def test_a_stall_longer_than_catch_up_reanchors() -> None:
     gaps = np.diff(sent)
     assert gaps[-1] == pytest.approx(0.02) and gaps[-2] == pytest.approx(0.02)
     await p.stop()
+
+
+async def test_a_relayed_stream_that_comes_earlier_slips_the_schedule_back_to_it() -> None:
+    # A relay (an echo over RTP) whose jitter buffer shrank by a frame: its frames now
+    # come 20 ms before their slots. They must not wait those 20 ms for the rest of the call.
+    clock = FakeClock()
+    sent: list[float] = []
+    came: list[float] = []
+    playout = Playout(RATE)
+    p = Pipeline([playout], lambda f: sent.append(clock.now()) if type(f) is Audio else None, clock=clock)
+    await p.start()
+    t = 0.0
+    for k in range(60):
+        if k == 20:
+            t -= 0.02  # from here on every frame is a frame early
+        await clock.advance(max(0.0, t - clock.now()))
+        came.append(clock.now())
+        await p.send(arrived(20, clock.now()))
+        t += 0.02
+    await clock.advance(0.1)
+    waited = np.array(sent[: len(came)]) - np.array(came)
+    assert waited[:20].max() == pytest.approx(0.0, abs=1e-9)
+    assert waited[20] == pytest.approx(0.02, abs=1e-6)  # the first early frame waits for its slot
+    assert waited[-20:].max() == pytest.approx(0.0, abs=1e-9)  # the lag is gone
+    gaps = np.diff(sent)
+    assert gaps.min() >= 0.02 * 0.9 - 1e-9  # never faster than SLIP allows
+    assert playout.slipped == pytest.approx(0.02, abs=1e-6)
+    await p.stop()
+
+
+async def test_waiting_audio_is_paced_exactly_and_never_slips() -> None:
+    clock = FakeClock()
+    sent: list[float] = []
+    playout = Playout(RATE)
+    p = Pipeline([playout], lambda f: sent.append(clock.now()) if type(f) is Audio else None, clock=clock)
+    await p.start()
+    for _ in range(5):  # a TTS reply: sentences far ahead of their slots
+        await p.send(chunk(200))
+    await clock.advance(1.2)
+    assert len(sent) == 50
+    assert np.diff(sent) == pytest.approx(np.full(49, 0.02))
+    assert playout.slipped == 0.0
+    await p.stop()

@@ -11,6 +11,14 @@ latency of every frame after it for the rest of the talk spurt (an echo, a
 relayed stream, never runs dry). Which it is, the frame says: audio that entered
 voxline by the end of its slot was waiting, not missing.
 
+The other way round, a relayed stream whose frames start to come earlier than
+their slots (an RTP jitter buffer that shrank, a stall that was past when the
+schedule was anchored) would wait that long for ever. So when a frame is early
+and nothing else is waiting behind it, the schedule slips earlier, by at most
+``SLIP`` of a frame per frame: the lag is gone within a few hundred ms, and the
+wire still never gets more than one frame per ``(1 - SLIP)`` of a frame period.
+Audio that is waiting (a TTS sentence, a burst) is paced exactly as before.
+
 Two ways to reach the wire, as the transport declares (``voxline.transports.base``):
 
 - ``push`` (RTP, WebSocket streams, AudioSocket): each frame is emitted in its
@@ -50,6 +58,7 @@ MAX_REPORTED_MARKS = 64
 PULL_LATE_RESET = 0.1  # a pull further behind its slot than this re-anchors (a stalled loop)
 PULL_STALL = 1.0  # s a frame waits to be pulled before it is dropped (a peer that stopped)
 CATCH_UP = 0.2  # s behind its slot that waiting audio is sent at once to catch up; further: re-anchor
+SLIP = 0.1  # of a frame: how much earlier the schedule may move per frame when a lone frame is early
 
 
 class PlayoutMode(enum.Enum):
@@ -110,6 +119,7 @@ class Playout:
         self._carry_turn = 0
         self._carry_arrival = 0.0
         self.caught_up = 0  # frames sent late, at once, to win back a stall
+        self.slipped = 0.0  # s the schedule moved earlier for relayed frames that came early
         self.frames_sent = 0
         self.played_samples = 0
         self.interruptions = 0
@@ -187,9 +197,12 @@ class Playout:
         n = self.frame_samples
         whole = len(pcm) // n
         arrival = frame.arrival
-        for i in range(whole):
-            await self._send(pcm[i * n : (i + 1) * n], frame.turn, emit, arrival=arrival)
         rest = pcm[whole * n :]
+        # A lone frame that came while playout was idle, not one that waited behind another.
+        idle = whole == 1 and not len(rest) and (self._inbox is None or len(self._inbox) == 0) \
+            and (self.last_sent_at is None or self._clock.now() > self.last_sent_at)
+        for i in range(whole):
+            await self._send(pcm[i * n : (i + 1) * n], frame.turn, emit, arrival=arrival, alone=idle)
         if len(rest):
             self._carry = rest
             self._carry_turn = frame.turn
@@ -199,7 +212,7 @@ class Playout:
             # else: more is queued; it joins the next chunk (or a mark flushes it)
 
     async def _send(self, pcm: np.ndarray, turn: int, emit: Emit, real: int | None = None,
-                    arrival: float = 0.0) -> None:
+                    arrival: float = 0.0, alone: bool = False) -> None:
         samples = len(pcm) if real is None else real
         if self.mode is PlayoutMode.PULL:
             await self._hand_over(pcm, turn, samples)
@@ -214,6 +227,12 @@ class Playout:
                 # First frame, or the audio ran dry: re-anchor rather than burst to catch up.
                 self._t0 = due = now
                 self._k = 0
+        elif alone and now < due and self.mode is PlayoutMode.PUSH:
+            # Early, with nothing behind it: a relayed stream ahead of the schedule. Slip.
+            slip = min(due - now, SLIP * self.frame_time)
+            self._t0 -= slip
+            due -= slip
+            self.slipped += slip
         await clock.sleep_until(due)
         self._k += 1
         sent_at = clock.now()
