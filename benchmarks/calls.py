@@ -254,6 +254,7 @@ async def measure(
     make_call: Callable[[int, int, float, Sequence[bytes], Service], Call],
     *,
     declared_ms: float | Callable[[list[dict[str, Any]]], float],
+    declared_frames: Callable[[Call, list[dict[str, Any]]], np.ndarray | None] | None = None,
     transport: str,
     sip: bool = False,
     resampler: str | None = None,
@@ -318,11 +319,16 @@ async def measure(
         details = stats.pop("details")
         if callable(declared_ms):
             declared_ms = declared_ms(details)
+        # The depth in effect when each frame arrived, where the service logs its changes.
+        per_frame = {id(c): declared_frames(c, details) for c in calls} if declared_frames is not None else {}
+        known = [v[WARM:] for v in per_frame.values() if v is not None]
+        if known:
+            declared_ms = float(np.median(np.concatenate(known)))
         jitter = _jitter_summary(details)
         await asyncio.gather(*(_quiet(c.hangup()) for c in calls))
         released, left = await _released(service, http)
         extra_out = await extra(calls, service, http) if extra is not None else {}
-        row = summarise(calls, n, declared_ms, args.p99_ms)
+        row = summarise(calls, n, declared_ms, args.p99_ms, per_frame)
         if os.environ.get("W3_DUMP"):  # every call's send and echo times, for a closer look
             np.savez(os.environ["W3_DUMP"], sent=np.stack([c.sent_at for c in calls]),
                      got=np.array([np.pad(np.asarray(c.got_at[:FRAMES + 20]), (0, max(0, FRAMES + 20 - len(c.got_at))),
@@ -435,9 +441,14 @@ async def _released(service: Service, http: aiohttp.ClientSession, timeout: floa
     return False, left
 
 
-def summarise(calls: list[Call], n: int, declared_ms: float, p99_limit_ms: float = 20.0) -> dict[str, Any]:
-    """Latency, loss and send rate over the measured frames (100-599) of every call."""
+def summarise(calls: list[Call], n: int, declared_ms: float, p99_limit_ms: float = 20.0,
+              per_frame: dict[int, np.ndarray | None] | None = None) -> dict[str, Any]:
+    """Latency, loss and send rate over the measured frames (100-599) of every call.
+
+    ``per_frame``: for a call, the latency declared for each of its frames (ms,
+    indexed by frame), where it changed during the call; else ``declared_ms``."""
     lat: list[np.ndarray] = []
+    excess_parts: list[np.ndarray] = []
     sent_window = 0
     got_window = 0
     missing = 0
@@ -457,10 +468,15 @@ def summarise(calls: list[Call], n: int, declared_ms: float, p99_limit_ms: float
         extra_frames += max(0, len(c.got_at) - FRAMES)
         if m:
             lat.append(got[:m] - sent[:m])
+            declared = (per_frame or {}).get(id(c))
+            if declared is not None:
+                excess_parts.append(lat[-1] * 1e3 - np.asarray(declared, dtype=float)[WARM:WARM + m])
+            else:
+                excess_parts.append(lat[-1] * 1e3 - declared_ms)
             if m >= 100:
                 growth.append(float(np.median(lat[-1][-50:]) - np.median(lat[-1][:50])))
     all_lat = np.concatenate(lat) * 1e3 if lat else np.zeros(0)
-    excess = all_lat - declared_ms
+    excess = np.concatenate(excess_parts) if excess_parts else np.zeros(0)
     late = np.concatenate(lateness) * 1e3 if lateness else np.zeros(0)
     pct = percentiles(excess * 1000)  # µs, as W2 reports
     raw = percentiles(all_lat * 1000)

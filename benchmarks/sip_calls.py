@@ -17,9 +17,11 @@ measured, then up to 2 s of drain.
 
 Latency, per echoed packet j of a call: its arrival − the moment the caller sent
 its packet j, minus the depth of the service's RTP jitter buffer (adaptive,
-20-200 ms, 60 ms at the start), which each call's session reports and the
-pipeline declares as that stage's latency (the median over the calls,
-``declared_ms``; ``raw_p99_ms`` is the whole send-to-echo time). Holds at N iff
+20-200 ms, 60 ms at the start) in effect when that packet arrived: the pipeline
+declares the depth as that stage's latency, and each call's session logs when it
+changed (``jitter_buffer.depths``; service and callers share this machine's
+monotonic clock). ``declared_ms`` is the median of what was subtracted;
+``raw_p99_ms`` is the whole send-to-echo time. Holds at N iff
 p99 of that ≤ 20 ms, every packet sent in the window was echoed (none missing
 after the drain), at least 99% of the nominal 50·N packets/s were sent, every
 call was answered 200 and its BYE answered, and every session was released.
@@ -245,6 +247,27 @@ class SipCall(Call):
                 self.rtp.transport.close()
 
 
+def depth_at_frames(call: Call, details: list[dict[str, Any]]) -> np.ndarray | None:
+    """The jitter depth (ms) the call's session declared when each of its packets
+    arrived, from the session's log of depth changes; None if the session is not found."""
+    dest = getattr(call, "dest", None)
+    if dest is None:
+        return None
+    for d in details:
+        ts = d.get("transport_stats") or {}
+        if ts.get("local_port") != dest[1]:
+            continue
+        log = (ts.get("jitter_buffer") or {}).get("depths") or []
+        if not log:
+            return None
+        times = np.array([float(t) for t, _ in log])
+        depths = np.array([float(x) for _, x in log]) * 1000
+        sent = np.asarray(call.sent_at, dtype=float)
+        idx = np.searchsorted(times, np.nan_to_num(sent, nan=times[0]), side="right") - 1
+        return depths[np.clip(idx, 0, len(depths) - 1)]  # type: ignore[no-any-return]
+    return None
+
+
 def jitter_depth_ms(details: list[dict[str, Any]]) -> float:
     depths = [float(((d.get("transport_stats") or {}).get("jitter_buffer") or {}).get("depth", np.nan))
               for d in details]
@@ -273,7 +296,8 @@ async def run_calls(args: argparse.Namespace) -> dict[str, Any]:
 
     try:
         row = await measure(args, lambda i, n, t0, clip, svc: SipCall(i, n, t0, clip, svc),
-                            declared_ms=jitter_depth_ms, transport="sip/rtp PCMU", sip=True, extra=extra)
+                            declared_ms=jitter_depth_ms, declared_frames=depth_at_frames,
+                            transport="sip/rtp PCMU", sip=True, extra=extra)
     finally:
         if trunk.transport is not None:
             trunk.transport.close()
