@@ -254,7 +254,7 @@ async def measure(
     make_call: Callable[[int, int, float, Sequence[bytes], Service], Call],
     *,
     declared_ms: float | Callable[[list[dict[str, Any]]], float],
-    declared_frames: Callable[[Call, list[dict[str, Any]]], np.ndarray | None] | None = None,
+    declared_frames: Callable[[Call, list[dict[str, Any]]], tuple[np.ndarray, np.ndarray] | None] | None = None,
     transport: str,
     sip: bool = False,
     resampler: str | None = None,
@@ -321,7 +321,7 @@ async def measure(
             declared_ms = declared_ms(details)
         # The depth in effect when each frame arrived, where the service logs its changes.
         per_frame = {id(c): declared_frames(c, details) for c in calls} if declared_frames is not None else {}
-        known = [v[WARM:] for v in per_frame.values() if v is not None]
+        known = [v[0][WARM:] for v in per_frame.values() if v is not None]
         if known:
             declared_ms = float(np.median(np.concatenate(known)))
         jitter = _jitter_summary(details)
@@ -442,11 +442,14 @@ async def _released(service: Service, http: aiohttp.ClientSession, timeout: floa
 
 
 def summarise(calls: list[Call], n: int, declared_ms: float, p99_limit_ms: float = 20.0,
-              per_frame: dict[int, np.ndarray | None] | None = None) -> dict[str, Any]:
+              per_frame: dict[int, tuple[np.ndarray, np.ndarray] | None] | None = None) -> dict[str, Any]:
     """Latency, loss and send rate over the measured frames (100-599) of every call.
 
-    ``per_frame``: for a call, the latency declared for each of its frames (ms,
-    indexed by frame), where it changed during the call; else ``declared_ms``."""
+    ``per_frame``: for a call whose service declared a latency that changed during
+    the call, (the latency declared for each frame sent, in ms; for each echo, the
+    frames the service discarded before it, so echo j is of frame j + shift[j]);
+    else echo j is of frame j and ``declared_ms`` holds throughout. Frames the
+    service declared discarded are counted as ``discarded``, not missing."""
     lat: list[np.ndarray] = []
     excess_parts: list[np.ndarray] = []
     sent_window = 0
@@ -456,11 +459,31 @@ def summarise(calls: list[Call], n: int, declared_ms: float, p99_limit_ms: float
     lateness: list[np.ndarray] = []
     extra_frames = 0
     growth: list[float] = []  # per call: how much later the echo comes at the end than at the start
+    discarded = 0
     for c in calls:
         sent = c.sent_at[WARM:]
         ok = ~np.isnan(sent)
         sent_window += int(ok.sum())
         lateness.append((sent[ok] - c.due[WARM:][ok]))
+        mapped = (per_frame or {}).get(id(c))
+        if mapped is not None:
+            declared, shift = mapped
+            got_all = np.asarray(c.got_at[: len(shift)], dtype=float)  # echoes after the snapshot are the tail
+            src = np.arange(len(got_all)) + shift[: len(got_all)]
+            keep = (src >= WARM) & (src < FRAMES) & ~np.isnan(c.sent_at[np.clip(src, 0, FRAMES - 1)])
+            m = int(keep.sum())
+            # Frames skipped between echoes are the service's declared discards; frames
+            # never reached (the echo stream stopped short) are missing.
+            dropped = int(src[keep].max() - src[keep].min() + 1 - m) if m else 0
+            got_window += m
+            discarded += dropped
+            missing += max(0, int(ok.sum()) - m - dropped)
+            if m:
+                lat.append(got_all[keep] - c.sent_at[src[keep]])
+                excess_parts.append(lat[-1] * 1e3 - declared[src[keep]])
+                if m >= 100:
+                    growth.append(float(np.median(lat[-1][-50:]) - np.median(lat[-1][:50])))
+            continue
         got = np.asarray(c.got_at[WARM:FRAMES], dtype=float)
         m = min(len(got), int(ok.sum()))
         got_window += m
@@ -468,11 +491,7 @@ def summarise(calls: list[Call], n: int, declared_ms: float, p99_limit_ms: float
         extra_frames += max(0, len(c.got_at) - FRAMES)
         if m:
             lat.append(got[:m] - sent[:m])
-            declared = (per_frame or {}).get(id(c))
-            if declared is not None:
-                excess_parts.append(lat[-1] * 1e3 - np.asarray(declared, dtype=float)[WARM:WARM + m])
-            else:
-                excess_parts.append(lat[-1] * 1e3 - declared_ms)
+            excess_parts.append(lat[-1] * 1e3 - declared_ms)
             if m >= 100:
                 growth.append(float(np.median(lat[-1][-50:]) - np.median(lat[-1][:50])))
     all_lat = np.concatenate(lat) * 1e3 if lat else np.zeros(0)
@@ -500,6 +519,7 @@ def summarise(calls: list[Call], n: int, declared_ms: float, p99_limit_ms: float
         "nominal": nominal,
         "echoed": got_window,
         "missing": missing,
+        "discarded": discarded,
         "extra_frames": extra_frames,
         "failed_calls": len(failed),
         "failures": sorted({c.failed or "" for c in failed})[:5],

@@ -54,7 +54,7 @@ from voxline.transports.sip.message import Request, Response, parse_message
 from voxline.transports.sip.sdp import SessionDescription
 
 from .calls import Call, Service, add_call_args, main_for, measure
-from .media_path import FRAMES
+from .media_path import FRAME_S, FRAMES
 from .common import new_parser
 
 PCMU_PT = 0
@@ -247,9 +247,16 @@ class SipCall(Call):
                 self.rtp.transport.close()
 
 
-def depth_at_frames(call: Call, details: list[dict[str, Any]]) -> np.ndarray | None:
-    """The jitter depth (ms) the call's session declared when each of its packets
-    arrived, from the session's log of depth changes; None if the session is not found."""
+def depth_at_frames(call: Call, details: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray] | None:
+    """From the call's session's log of jitter-depth changes: the depth (ms) in
+    effect when each of its packets arrived, and for each echoed packet how many
+    packets the service had discarded before it (to shrink its depth), so echo j
+    is matched to packet j + shift[j]. None if the session is not found.
+
+    A discard happens at the instant the buffer pops the packet before it; that
+    packet's echo is the first to arrive after that instant (exact while at most
+    one frame is in flight through the service, i.e. while latency is under a
+    frame; past that the call fails the 20 ms criterion anyway)."""
     dest = getattr(call, "dest", None)
     if dest is None:
         return None
@@ -261,10 +268,17 @@ def depth_at_frames(call: Call, details: list[dict[str, Any]]) -> np.ndarray | N
         if not log:
             return None
         times = np.array([float(t) for t, _ in log])
-        depths = np.array([float(x) for _, x in log]) * 1000
+        depths = np.array([float(x) for _, x in log])
         sent = np.asarray(call.sent_at, dtype=float)
         idx = np.searchsorted(times, np.nan_to_num(sent, nan=times[0]), side="right") - 1
-        return depths[np.clip(idx, 0, len(depths) - 1)]  # type: ignore[no-any-return]
+        declared = depths[np.clip(idx, 0, len(depths) - 1)] * 1000
+        got = np.asarray(call.got_at, dtype=float)
+        shift = np.zeros(len(got), dtype=int)
+        for t, before, after in zip(times[1:], depths[:-1], depths[1:]):
+            if abs((before - after) - FRAME_S) < 1e-6:  # one frame discarded at t
+                j = int(np.searchsorted(got, t, side="right"))  # the echo of the packet popped at t
+                shift[j + 1:] += 1
+        return declared, shift
     return None
 
 

@@ -56,7 +56,7 @@ __all__ = ["JitterConfig", "JitterStats", "Lost", "JitterBuffer", "conceal_pcm"]
 _MAX_DROPOUT = 3000
 _MAX_MISORDER = 100
 _REMEMBERED = 64
-_DEPTHS = 32  # depth changes remembered
+_DEPTHS = 64  # depth changes remembered
 
 
 @dataclass(frozen=True, slots=True)
