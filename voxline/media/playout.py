@@ -230,6 +230,7 @@ class Playout:
         elif alone and now < due and self.mode is PlayoutMode.PUSH:
             # Early, with nothing behind it: a relayed stream ahead of the schedule. Slip.
             slip = min(due - now, SLIP * self.frame_time)
+            assert self._t0 is not None  # due was computed from it
             self._t0 -= slip
             due -= slip
             self.slipped += slip

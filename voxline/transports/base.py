@@ -252,6 +252,7 @@ class Call(Protocol):
 
     id: str
     agent_kind: str
+    extra: dict[str, Any]  # what the door knows of the call (its peer), for the call's record
 
     async def end(self, reason: str) -> None: ...
 

@@ -37,15 +37,15 @@ from .wire import (
     Digit,
     Event,
     Ignored,
-    Media,
     Message,
     Start,
     StreamError,
-    b64decode,
     b64encode,
     check_digit,
+    check_stream,
     field_obj,
     field_str,
+    inbound_media,
     parse_json,
 )
 
@@ -97,17 +97,9 @@ class PlivoDialect:
             return self._start(msg)
         if event not in ("media", "dtmf", "playedStream", "clearedAudio"):
             return Ignored(event)
-        if not started:
-            raise StreamError(f"{event} before start", POLICY)
-        sid = field_str(msg, "streamId", required=False)
-        if sid and sid != self.stream_id:
-            raise StreamError(f"streamId {sid!r} is not this stream's", POLICY)
+        check_stream(msg, "streamId", self.stream_id, event, started)
         if event == "media":
-            media = field_obj(msg, "media")
-            track = media.get("track", "inbound")
-            if track != "inbound":
-                return Ignored(f"media on track {track!r}")
-            return Media(b64decode(media.get("payload"), "media.payload"))
+            return inbound_media(msg)
         if event == "dtmf":
             dtmf = msg.get("dtmf")
             return Digit(check_digit(dtmf.get("digit") if isinstance(dtmf, dict) else msg.get("digit")))

@@ -42,18 +42,19 @@ from .wire import (
     Start,
     Stop,
     StreamError,
-    b64decode,
     b64encode,
     check_digit,
+    check_stream,
     field_obj,
     field_str,
+    inbound_media,
     parse_json,
+    string_params,
 )
 
 __all__ = ["TelnyxDialect", "media_for", "door"]
 
 FAR_END_BUFFER = 0.1  # an estimate, as for Twilio: the echoed marks are exact
-MAX_PARAMS = 64
 
 
 def media_for(fmt: Mapping[str, Any]) -> WireMedia:
@@ -100,17 +101,9 @@ class TelnyxDialect:
             return Ignored(event)
         if event == "error":
             return Ignored("error")  # about something sent to Telnyx; logged by the counters
-        if not started:
-            raise StreamError(f"{event} before start", POLICY)
-        sid = field_str(msg, "stream_id", required=False)
-        if sid and sid != self.stream_id:
-            raise StreamError(f"stream_id {sid!r} is not this stream's", POLICY)
+        check_stream(msg, "stream_id", self.stream_id, event, started)
         if event == "media":
-            media = field_obj(msg, "media")
-            track = media.get("track", "inbound")
-            if track != "inbound":
-                return Ignored(f"media on track {track!r}")
-            return Media(b64decode(media.get("payload"), "media.payload"))
+            return inbound_media(msg)
         if event == "dtmf":
             return Digit(check_digit(field_obj(msg, "dtmf").get("digit")))
         if event == "mark":
@@ -123,10 +116,7 @@ class TelnyxDialect:
         if not sid:
             raise StreamError("start has no stream_id", POLICY)
         media = media_for(field_obj(start, "media_format"))
-        params = start.get("custom_parameters") or {}
-        if not isinstance(params, dict) or len(params) > MAX_PARAMS \
-                or not all(isinstance(k, str) and isinstance(v, str) for k, v in params.items()):
-            raise StreamError("start.custom_parameters must be an object of strings")
+        params = string_params(start, "custom_parameters")
         if self.stream_id:
             raise StreamError("a second start message", POLICY)
         self.stream_id = sid

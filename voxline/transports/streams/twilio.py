@@ -54,12 +54,14 @@ from .wire import (
     Start,
     Stop,
     StreamError,
-    b64decode,
     b64encode,
     check_digit,
+    check_stream,
     field_obj,
     field_str,
+    inbound_media,
     parse_json,
+    string_params,
 )
 
 __all__ = ["TwilioDialect", "signature", "verify", "door", "MEDIA"]
@@ -70,7 +72,6 @@ SIGNATURE_HEADER = "X-Twilio-Signature"
 # Not documented by Twilio: a network hop and its playout buffer. An estimate;
 # the marks Twilio echoes say exactly when a reply has played.
 FAR_END_BUFFER = 0.1
-MAX_PARAMS = 64
 
 
 class TwilioDialect:
@@ -99,17 +100,9 @@ class TwilioDialect:
             return self._start(msg)
         if event not in ("media", "dtmf", "mark", "stop"):
             return Ignored(event)
-        if not started:
-            raise StreamError(f"{event} before start", POLICY)
-        sid = field_str(msg, "streamSid", required=False)
-        if sid and sid != self.stream_sid:
-            raise StreamError(f"streamSid {sid!r} is not this stream's", POLICY)
+        check_stream(msg, "streamSid", self.stream_sid, event, started)
         if event == "media":
-            media = field_obj(msg, "media")
-            track = media.get("track", "inbound")
-            if track != "inbound":
-                return Ignored(f"media on track {track!r}")
-            return Media(b64decode(media.get("payload"), "media.payload"))
+            return inbound_media(msg)
         if event == "dtmf":
             return Digit(check_digit(field_obj(msg, "dtmf").get("digit")))
         if event == "mark":
@@ -127,10 +120,7 @@ class TwilioDialect:
                 raise StreamError("start.mediaFormat must be an object")
             if (fmt.get("encoding"), fmt.get("sampleRate"), fmt.get("channels", 1)) != (ENCODING, 8000, 1):
                 raise StreamError(f"start.mediaFormat {fmt} is not {ENCODING} at 8000 Hz mono", POLICY)
-        params = start.get("customParameters") or {}
-        if not isinstance(params, dict) or len(params) > MAX_PARAMS \
-                or not all(isinstance(k, str) and isinstance(v, str) for k, v in params.items()):
-            raise StreamError("start.customParameters must be an object of strings")
+        params = string_params(start, "customParameters")
         if self.stream_sid:
             raise StreamError("a second start message", POLICY)
         self.stream_sid = sid

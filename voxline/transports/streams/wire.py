@@ -210,6 +210,37 @@ def b64encode(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+MAX_PARAMS = 64  # custom parameters a start message may carry
+
+
+def string_params(start: Mapping[str, Any], name: str) -> dict[str, str]:
+    """A start message's custom parameters: an object of at most ``MAX_PARAMS`` strings."""
+    params = start.get(name) or {}
+    if not isinstance(params, dict) or len(params) > MAX_PARAMS \
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in params.items()):
+        raise StreamError(f"start.{name} must be an object of strings")
+    return params
+
+
+def inbound_media(msg: Mapping[str, Any]) -> Event:
+    """A ``media`` event whose ``media`` object carries a base64 payload, on the
+    inbound track (the caller; the others are ignored). Twilio, Telnyx, Plivo."""
+    media = field_obj(msg, "media")
+    track = media.get("track", "inbound")
+    if track != "inbound":
+        return Ignored(f"media on track {track!r}")
+    return Media(b64decode(media.get("payload"), "media.payload"))
+
+
+def check_stream(msg: Mapping[str, Any], key: str, ours: str, event: str, started: bool) -> None:
+    """An event after the start, naming this stream (or none): else ``StreamError`` (1008)."""
+    if not started:
+        raise StreamError(f"{event} before start", POLICY)
+    sid = field_str(msg, key, required=False)
+    if sid and sid != ours:
+        raise StreamError(f"{key} {sid!r} is not this stream's", POLICY)
+
+
 def check_digit(value: object) -> str:
     if not isinstance(value, str) or len(value) != 1 or value.upper() not in DIGITS:
         raise StreamError(f"a DTMF digit must be one of {DIGITS}, not {value!r}")
