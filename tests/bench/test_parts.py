@@ -198,3 +198,47 @@ def test_recorded_speech_comes_with_its_own_transcripts() -> None:
     assert all(len(pcm) > RATE // 2 for pcm, _ in recs)
     turns = sphinx_script(12)
     assert [t.text for t in turns[:len(recs)]] == texts and turns[len(recs)].text == texts[0]
+
+
+def test_voices_are_named_as_the_engines_take_them() -> None:
+    from voxline.bench.voices import parse_voices
+
+    assert parse_voices("piper, espeak:en-gb-x-rp,espeak") == ["piper", "espeak:en-gb-x-rp", "espeak"]
+    for bad in ("", "festival", "piper:joe"):
+        with pytest.raises(ValueError):
+            parse_voices(bad)
+
+
+async def test_several_voices_take_turns_and_each_is_scored_apart() -> None:
+    from voxline.bench.result import heard_wer
+    from voxline.bench.script import voice_texts
+    from voxline.bench.voices import load_voices
+
+    pairs = [("what is two plus two", ("four",)), ("which ocean is the biggest", ("pacific",))] * 2
+    voices = await load_voices(["espeak:en-us+f3", "espeak:en-gb-x-rp"], [p[0] for p in pairs])
+    turns = voice_texts(pairs, voices, bargein=False)
+    assert [t.voice for t in turns] == ["espeak:en-us+f3", "espeak:en-gb-x-rp"] * 2
+    assert all(len(t.audio) > RATE // 2 for t in turns)
+    assert not np.array_equal(turns[0].audio, voices[1][1](pairs[0][0]))  # two voices, two sounds
+    rows = [{"text": t.text, "voice": t.voice, "service_turn": i, "heard": t.text if i % 2 else "what is to"}
+            for i, t in enumerate(turns)]
+    summary = heard_wer(rows)
+    assert summary["by_voice"] == {"espeak:en-gb-x-rp": 0.0, "espeak:en-us+f3": 0.6}  # 3 of 5 words wrong, twice
+
+
+def test_the_progress_bar_counts_turns_and_can_be_off(capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+
+    from voxline.bench.progress import Progress
+
+    out = io.StringIO()
+    p = Progress(3, "turns", stream=out)
+    for i in range(3):
+        p.step(f"turn {i}")
+    p.close()
+    assert "3/3" in out.getvalue() and p.done == 3
+    quiet = io.StringIO()
+    q = Progress(2, stream=quiet, enabled=False)
+    q.step()
+    q.close()
+    assert quiet.getvalue() == ""

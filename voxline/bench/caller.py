@@ -346,6 +346,8 @@ class Caller:
         ask = await self._say(turn.pcm(rate))
         row: dict[str, Any] = {"call": self.index, "turn": i, "kind": turn.kind, "text": turn.text,
                                "speech_end": ask.end_at}
+        if turn.voice:
+            row["voice"] = turn.voice
         onset = await self._reply_to(ask)
         row["reply_at"] = onset
         row["v2v_ms"] = None if onset is None or ask.end_at is None else round((onset - ask.end_at) * 1000, 1)

@@ -51,7 +51,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--speech", default="auto", choices=("auto", "synthetic", "sphinx", "tts"),
                    help="what callers say without --script: speech-like sounds, pocketsphinx-testdata "
                         "recordings, or questions voiced by --voice (auto: synthetic for echo/delay, else tts)")
-    p.add_argument("--voice", default="piper", choices=("piper", "espeak"))
+    p.add_argument("--voice", default="piper",
+                   help="who voices the questions: piper, espeak or espeak:<voice> (en-gb-x-rp, en-us+f3, ...); "
+                        "several, comma-separated, take turns")
     p.add_argument("--no-bargein", dest="bargein", action="store_false",
                    help="only ask: no talking or coughing over replies")
     p.add_argument("--ramp", action="store_true", help="add callers until the service no longer holds")
@@ -106,6 +108,9 @@ def bench_command(args: argparse.Namespace) -> int:
                        jitter_ms=_ms(args.jitter), reorder=_fraction(args.reorder), seed=args.seed,
                        stagger=args.stagger, transcribe=args.transcribe, out=args.out, progress=args.progress,
                        delay=args.delay, sip=args.sip)
+        from .voices import parse_voices
+
+        parse_voices(args.voice)
     except ValueError as exc:
         print(f"voxline bench: {exc}", file=sys.stderr)
         return 2
@@ -159,7 +164,9 @@ async def run_bench(opts: Any, voice_name: str = "piper") -> dict[str, Any]:
     from .run import bench
     from .script import QUESTIONS, load_script, sphinx_script, synthetic_script, voice_texts
     from .service import describe
-    from .voices import load_voice
+    from .voices import load_voice, load_voices, parse_voices
+
+    names = parse_voices(voice_name)
 
     async with _target(opts) as target:
         service = await describe(target)
@@ -175,7 +182,7 @@ async def run_bench(opts: Any, voice_name: str = "piper") -> dict[str, Any]:
             body = _json.loads(Path(opts.script).read_text())
             texts = [str(t["say"]) for t in (body["turns"] if isinstance(body, dict) else body) if "say" in t]
             if texts:
-                voice = await load_voice(voice_name, texts)
+                voice = await load_voice(names[0], texts)
             turns = load_script(opts.script, voice, opts.bargein)
         elif speech == "synthetic":
             turns = synthetic_script(opts.turns, opts.bargein)
@@ -185,6 +192,6 @@ async def run_bench(opts: Any, voice_name: str = "piper") -> dict[str, Any]:
             pairs: list[tuple[str, tuple[str, ...]]] = [QUESTIONS[i % len(QUESTIONS)] for i in range(opts.turns)]
             from .script import INTERRUPTION
 
-            voice = await load_voice(voice_name, [p[0] for p in pairs] + [INTERRUPTION])
-            turns = voice_texts(pairs, voice, opts.bargein, interruption=voice(INTERRUPTION))
+            voices = await load_voices(names, [p[0] for p in pairs] + [INTERRUPTION])
+            turns = voice_texts(pairs, voices, opts.bargein, interruption=voices[0][1](INTERRUPTION))
         return await bench(opts, target, turns, service)

@@ -1,10 +1,12 @@
-"""A progress bar on stderr (one line redrawn on a terminal, a line now and then otherwise)."""
+"""The run's progress bar on stderr, drawn by tqdm: redrawn in place on a
+terminal; elsewhere (a CI log, a pipe) a line every few seconds."""
 
 from __future__ import annotations
 
 import sys
-import time
 from typing import TextIO
+
+from tqdm import tqdm
 
 __all__ = ["Progress"]
 
@@ -15,37 +17,20 @@ class Progress:
         self.done = 0
         self.label = label
         self.note = ""
-        self.stream = stream or sys.stderr
         self.enabled = enabled
-        self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self._last = 0.0
-        self._t0 = time.monotonic()
+        out = stream or sys.stderr
+        tty = bool(getattr(out, "isatty", lambda: False)())
+        self._bar = tqdm(total=self.total, unit=f" {label}", file=out, disable=not enabled, dynamic_ncols=tty,
+                         mininterval=0.1 if tty else 5.0, ascii=not tty, leave=True)
 
     def step(self, note: str = "") -> None:
         self.done += 1
         self.note = note or self.note
-        self.draw()
+        self._bar.set_postfix_str(self.note[:60], refresh=False)
+        self._bar.update(1)
 
     def draw(self, force: bool = False) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if not self._tty and not force and now - self._last < 5 and self.done < self.total:
-            return
-        self._last = now
-        width = 30
-        filled = int(width * min(self.done, self.total) / self.total)
-        bar = "#" * filled + "." * (width - filled)
-        line = f"[{bar}] {self.done}/{self.total} {self.label} {now - self._t0:5.0f}s {self.note}"
-        if self._tty:
-            self.stream.write("\r" + line[:160].ljust(100))
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
+        self._bar.refresh()
 
     def close(self) -> None:
-        if self.enabled:
-            self.draw(force=True)
-            if self._tty:
-                self.stream.write("\n")
-            self.stream.flush()
+        self._bar.close()

@@ -261,8 +261,10 @@ def render(result: dict[str, Any]) -> str:
                  f"<p>The caller's words against the service's final transcript of each turn: WER "
                  f"<b>{_e(wer_text)}</b> ({_e(heard.get('errors'))} errors in {_e(heard.get('words'))} words, "
                  f"{_e(heard.get('turns'))} turns, {_e(heard.get('unheard'))} with no transcript).</p>",
-                 _table(["call", "turn", "said", "heard"],
-                        [[r.get("call"), r.get("turn"), r.get("text"), r.get("heard")]
+                 *([f"<p>By voice: {_e(', '.join(f'{v} {w * 100:.1f}%' for v, w in heard['by_voice'].items() if w is not None))}</p>"]
+                   if heard.get("by_voice") else []),
+                 _table(["call", "turn", "voice", "said", "heard"],
+                        [[r.get("call"), r.get("turn"), r.get("voice", ""), r.get("text"), r.get("heard")]
                          for r in rows if r.get("text") and r.get("service_turn") is not None])]
     imp = result.get("impairment", {})
     if imp.get("loss") or imp.get("jitter_ms") or imp.get("reorder"):

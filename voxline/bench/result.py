@@ -95,11 +95,15 @@ def join_heard(rows: list[dict[str, Any]], events: Sequence[dict[str, Any]]) -> 
 def heard_wer(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """WER of the caller's side as the service heard it, over the turns whose
     words are known (spoken from a script or a transcribed recording)."""
-    pairs = [(r["text"], r.get("heard", "")) for r in rows if r.get("text") and r.get("service_turn") is not None]
-    value, errs, total = wer(pairs)
-    return {"wer": value, "errors": errs, "words": total, "turns": len(pairs),
-            "unheard": sum(1 for r in rows if r.get("text") and r.get("service_turn") is not None
-                           and "heard" not in r)}
+    scored = [r for r in rows if r.get("text") and r.get("service_turn") is not None]
+    value, errs, total = wer((r["text"], r.get("heard", "")) for r in scored)
+    out: dict[str, Any] = {"wer": value, "errors": errs, "words": total, "turns": len(scored),
+                           "unheard": sum(1 for r in scored if "heard" not in r)}
+    voices = sorted({r["voice"] for r in scored if r.get("voice")})
+    if len(voices) > 1:
+        out["by_voice"] = {v: wer((r["text"], r.get("heard", "")) for r in scored if r.get("voice") == v)[0]
+                           for v in voices}
+    return out
 
 
 def summarise(rows: list[dict[str, Any]], budgets: dict[str, Any] | None) -> dict[str, Any]:

@@ -57,6 +57,7 @@ class Turn:
     text: str = ""
     expect: tuple[str, ...] = ()
     interrupt_audio: npt.NDArray[np.int16] | None = None  # 16 kHz; synthetic when None
+    voice: str = ""  # which voice said it, when voiced
     _cache: dict[int, npt.NDArray[np.int16]] = field(default_factory=dict, repr=False)
 
     def pcm(self, rate: int) -> npt.NDArray[np.int16]:
@@ -124,10 +125,15 @@ def sphinx_recordings(root: Path = SPHINX_DIR) -> list[tuple[npt.NDArray[np.int1
 
 def voice_texts(pairs: list[tuple[str, tuple[str, ...]]], voice: Any, bargein: bool = True,
                 interruption: npt.NDArray[np.int16] | None = None) -> list[Turn]:
-    """Turns spoken by ``voice`` (``text -> 16 kHz int16``)."""
-    return [Turn(np.concatenate((voice(text), silence(0.05))), kind_of(i, bargein), text, tuple(expect),
-                 interrupt_audio=interruption)
-            for i, (text, expect) in enumerate(pairs)]
+    """Turns spoken by ``voice`` (``text -> 16 kHz int16``), or by several in turn
+    (a list of ``(name, voice)``: turn i by voice i mod their number)."""
+    voices = voice if isinstance(voice, list) else [("", voice)]
+    out = []
+    for i, (text, expect) in enumerate(pairs):
+        name, say = voices[i % len(voices)]
+        out.append(Turn(np.concatenate((say(text), silence(0.05))), kind_of(i, bargein), text, tuple(expect),
+                        interrupt_audio=interruption, voice=name))
+    return out
 
 
 def load_script(path: str | Path, voice: Any | None, bargein: bool = True) -> list[Turn]:
