@@ -43,6 +43,7 @@ from .connections import MalformedRequests
 from .doors import CallService, door_routes, door_schemas, load_doors
 from .errors import MAX_BODY, ApiError, error_middleware, json_response, read_json
 from .events import Subscription
+from .line import sip_transfers
 from .metrics import CONTENT_TYPE, Metrics
 from .openapi import SESSION_ID_PATTERN, Reply, Route, build_document, schemas_for, validate
 from .ratelimit import RateLimiter
@@ -397,6 +398,9 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     metrics_ = app[METRICS]
     runtime = app[FACTORY](app[CONFIG], app[SESSIONS], metrics_.observe)
     app[RUNTIME] = runtime
+    transfers = getattr(runtime, "transfers", None)
+    if isinstance(transfers, dict):  # the agent's transfer tool, through the doors that can
+        transfers.update(sip_transfers({d.name: d.handle for d in app[DOORS]}))
     provider_stats = getattr(runtime, "provider_stats", None)
     if provider_stats is not None:
         metrics_.watch_providers(provider_stats)
