@@ -340,3 +340,24 @@ def test_tool_specs_are_openai_functions() -> None:
     assert openai_tools([spec]) == [{"type": "function", "function": {
         "name": "lookup", "description": "Look up",
         "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}]
+
+
+async def test_the_same_call_again_is_answered_from_its_result(chat: ScriptedChat, http: aiohttp.ClientSession) -> None:
+    receiver = ToolReceiver(lambda body: {"balance": 12})
+    await receiver.start()
+    try:
+        chat.script = [Step("", [("lookup", {"q": "balance"})]), Step("", [("lookup", {"q": "balance"})]),
+                       Step("Your balance is twelve.")]
+        box = Toolbox([], [HttpTool("lookup", "Look something up", receiver.url(), timeout=2.0)])
+        call = await live_call(chat, box, ("what is my balance",), http)
+        try:
+            await call.speak(1)
+            await call.wait_for(lambda: any(e.kind == "heard" and e.turn == 1 for e in call.events))
+            assert len(receiver.bodies) == 1  # asked twice, run once
+            assert call.actions(state="repeated")
+            assert "tools" not in chat.requests[2]
+            assert "twelve" in " ".join(call.tts.texts)
+        finally:
+            await call.pipe.stop("test over")
+    finally:
+        await receiver.close()

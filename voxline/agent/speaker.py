@@ -42,11 +42,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 import numpy as np
+import orjson
 
 from voxline.media.frames import Audio, Frame, Mark
 from voxline.media.stage import Emit, StageContext
@@ -306,6 +308,7 @@ class Speaker:
         try:
             rounds = 0
             tools = self._tools
+            done: dict[str, Outcome] = {}  # the calls of this reply so far, by what they asked
             while True:
                 before = len(produced)
                 calls = await self._generate(reply, messages, queue, produced, tools)
@@ -314,7 +317,12 @@ class Speaker:
                 if tools is None:  # a model that asks for tools it was not offered: not run
                     return
                 said = "".join(produced[before:]).strip()
-                outcomes = await self._run_tools(reply, calls)
+                outcomes = await self._run_tools(reply, calls, done)
+                if all(o.repeated for o in outcomes):
+                    # It asks again for what it has (small models do): words only from here.
+                    self._perform(AgentEvent("action", reply.turn, {
+                        "state": "repeated", "reason": "the same call again; answering without tools"}))
+                    tools = None
                 exchange = [assistant_calls(calls), *(tool_result(o.call, o.result) for o in outcomes)]
                 messages += [assistant_calls(calls, said), *exchange[1:]]
                 self.conversation.add_exchange(exchange)
@@ -323,7 +331,7 @@ class Speaker:
                     await self._announce(reply, final, queue, produced)
                     return
                 rounds += 1
-                if rounds >= self.config.max_tool_rounds:
+                if tools is not None and rounds >= self.config.max_tool_rounds:
                     self._perform(AgentEvent("action", reply.turn, {
                         "state": "capped", "reason": f"{rounds} rounds of tool calls; answering without tools"}))
                     tools = None
@@ -331,7 +339,7 @@ class Speaker:
             with contextlib.suppress(asyncio.QueueFull):
                 queue.put_nowait(None)
 
-    async def _run_tools(self, reply: Reply, calls: list[ToolCall]) -> list[Outcome]:
+    async def _run_tools(self, reply: Reply, calls: list[ToolCall], done: dict[str, Outcome]) -> list[Outcome]:
         toolbox = self.toolbox
         assert toolbox is not None
         if reply.draft is not None:  # a draft acts only once adopted (discarded: cancelled here)
@@ -339,9 +347,15 @@ class Speaker:
                 await reply.adopted.wait()
         outcomes: list[Outcome] = []
         for call in calls:  # in the order asked: a later call may depend on an earlier one
+            key = call.name + ":" + orjson.dumps(call.arguments, option=orjson.OPT_SORT_KEYS).decode()
+            earlier = done.get(key)
+            if earlier is not None and earlier.after is None:  # asked again: its result again, not run again
+                outcomes.append(dataclasses.replace(earlier, call=call, repeated=True))
+                continue
             self._perform(AgentEvent("action", reply.turn, {"name": call.name, "state": "started",
                                                             "arguments": call.arguments}))
             outcome = await toolbox.run(call)
+            done[key] = outcome
             outcomes.append(outcome)
             data: dict[str, object] = {"name": call.name, "state": "done" if outcome.ok else "failed",
                                        "arguments": call.arguments, "seconds": round(outcome.seconds, 3)}

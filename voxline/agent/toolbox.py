@@ -121,6 +121,7 @@ class Outcome:
     seconds: float
     after: str | None = None
     target: str = ""  # a transfer's, as the line dials it
+    repeated: bool = False  # the same call as one before in this reply: not run again
 
     @property
     def ok(self) -> bool:
