@@ -22,7 +22,7 @@ import logging
 import time
 from pathlib import Path
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from voxline.agent.assistant import AgentEvent, Assistant, AssistantConfig
 from voxline.agent.prompts import SYSTEM_PROMPT
@@ -36,6 +36,7 @@ from voxline.media.feedback import Played
 from voxline.media.frames import Audio, Dtmf, Mark, Payload
 from voxline.media.pipeline import Pipeline
 from voxline.media.recorder import AGENT, CALLER, CallRecording, Tap
+from voxline.records.recording import StereoRecording
 from voxline.media.playout import Playout, PlayoutMode
 from voxline.media.resample import Resample
 from voxline.media.silero import SileroBatcher, SileroModel
@@ -231,9 +232,10 @@ class Runtime:
         if not wanted:
             return None
         path = Path(cfg.data_dir) / RECORDINGS / f"{session.id}.wav"
-        recording = CallRecording(path, time.monotonic)
+        # The records' recorder: one writer thread for every call (records/recording.py says why).
+        recording = StereoRecording(path, time.monotonic)
         session.extra["recording"] = recording
-        return recording
+        return cast(CallRecording, recording)  # Tap takes any recording with put() and close()
 
     async def open(self, session: Session, transport: Transport) -> Pipeline:
         """Build the call's pipeline on ``transport``, attach the transport, start.
