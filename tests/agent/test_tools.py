@@ -361,3 +361,28 @@ async def test_the_same_call_again_is_answered_from_its_result(chat: ScriptedCha
             await call.pipe.stop("test over")
     finally:
         await receiver.close()
+
+
+async def test_nothing_after_end_call_runs_and_the_history_stays_well_formed(chat: ScriptedChat,
+                                                                            http: aiohttp.ClientSession) -> None:
+    receiver = ToolReceiver(lambda body: {"ok": True})
+    await receiver.start()
+    try:
+        chat.script = [Step("Goodbye now.", [(END_CALL, {}), ("lookup", {"q": "x"})])]
+        registry = SessionRegistry(4)
+        session = registry.admit("t", "loopback", "assistant")
+        session.set_state(SessionState.ACTIVE)
+        box = Toolbox([END_CALL], [HttpTool("lookup", "Look up", receiver.url())], SessionLine(session))
+        call = await live_call(chat, box, ("bye",), http, session)
+        try:
+            await call.speak(1)
+            await call.wait_for(lambda: session.state is SessionState.ENDED)
+            assert receiver.bodies == []  # the call was ending: the lookup was never made
+            history = call.agent.conversation.history()
+            asked = [c["id"] for m in history for c in m.get("tool_calls", [])]  # type: ignore[attr-defined]
+            answered = [m["tool_call_id"] for m in history if m["role"] == "tool"]  # type: ignore[typeddict-item]
+            assert asked == answered == ["call_0"]
+        finally:
+            await call.pipe.stop("test over")
+    finally:
+        await receiver.close()

@@ -323,8 +323,9 @@ class Speaker:
                     self._perform(AgentEvent("action", reply.turn, {
                         "state": "repeated", "reason": "the same call again; answering without tools"}))
                     tools = None
-                exchange = [assistant_calls(calls), *(tool_result(o.call, o.result) for o in outcomes)]
-                messages += [assistant_calls(calls, said), *exchange[1:]]
+                ran = [o.call for o in outcomes]  # each call in the history has its result (OpenAI requires it)
+                exchange = [assistant_calls(ran), *(tool_result(o.call, o.result) for o in outcomes)]
+                messages += [assistant_calls(ran, said), *exchange[1:]]
                 self.conversation.add_exchange(exchange)
                 final = next((o for o in outcomes if o.after is not None and o.ok), None)
                 if final is not None:
