@@ -45,7 +45,7 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import orjson
@@ -456,7 +456,8 @@ class Speaker:
         wait = self.config.first_piece_wait
         first_at: float | None = None
         calls: list[ToolCall] = []
-        stream = self.llm.stream(messages, self.config.deadlines, tools=tools) if tools \
+        # An engine with tools takes tools= (providers/llm/tools.py); the base contract has none.
+        stream = cast(Any, self.llm).stream(messages, self.config.deadlines, tools=tools) if tools \
             else self.llm.stream(messages, self.config.deadlines)
         async for piece in stream:
             now = self._now()

@@ -32,7 +32,7 @@ import collections
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from ..media.clock import Clock, LoopClock
 from ..media.resample import StreamResampler
@@ -277,7 +277,7 @@ class FallbackLLM:
         if not tools:
             return self.chain.stream(lambda p: p.stream(messages, d), d)
         return self.chain.stream(
-            lambda p: p.stream(messages, d, tools=tools) if getattr(p, "supports_tools", False)
+            lambda p: cast(Any, p).stream(messages, d, tools=tools) if getattr(p, "supports_tools", False)
             else p.stream(messages, d), d)
 
     @property

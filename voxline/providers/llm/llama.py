@@ -219,7 +219,7 @@ class LlamaStream:
         self._messages: list[Any] = [_for_template(m) for m in messages]
         self._tools = openai_tools(tools) if tools else None
         # After tool calls the model may write another as text even when offered none: never speak it.
-        self._parse = bool(tools) or any(m.get("role") == "tool" for m in messages)
+        self._parse = bool(tools) or any(m.get("role") == "tool" for m in self._messages)
         self._deadlines = deadlines
         self._max_tokens = llm.config.max_tokens if max_tokens is None else max_tokens
         self._channel: ThreadChannel[Any] | None = None
@@ -238,7 +238,7 @@ class LlamaStream:
     def __aiter__(self) -> LlamaStream:
         return self
 
-    async def __anext__(self) -> str | ToolCall:  # type: ignore[override]
+    async def __anext__(self) -> Any:  # str; or, with tools, a ToolCall (tools.py)
         if self._finished:
             raise StopAsyncIteration
         try:

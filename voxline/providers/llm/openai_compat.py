@@ -44,7 +44,7 @@ import orjson
 
 from ..base import Deadlines, Message, ProviderError
 from ..http import CallDeadlines, iter_body, post_streaming, shared_session
-from .tools import ToolCall, ToolCallAssembler, ToolSpec, openai_tools
+from .tools import ToolCallAssembler, ToolSpec, openai_tools
 
 __all__ = ["OpenAICompatLLM", "SSEDecoder", "SSEEvent", "SSEError"]
 
@@ -214,7 +214,7 @@ class OpenAICompatLLM:
     async def stream(
         self, messages: Sequence[Message], deadlines: Deadlines | None = None, *,
         tools: Sequence[ToolSpec] | None = None,
-    ) -> AsyncIterator[str | ToolCall]:
+    ) -> AsyncIterator[Any]:  # str pieces; with tools, ToolCalls after them (tools.py)
         calls = CallDeadlines(self.name, deadlines or self.deadlines)
         session = self._session or shared_session()
         request: dict[str, Any] = {**self._body, "messages": list(messages)}
