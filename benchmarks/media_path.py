@@ -22,6 +22,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +110,12 @@ class VadFactory:
             await self.batcher.aclose()
 
 
-async def run_calls(n: int, vad: str, quality: str, ingress_kind: str = "task") -> dict[str, Any]:
+Taps = Callable[[int], tuple[Any, Any]]  # call index -> (stage after resample in, stage before encode)
+
+
+async def run_calls(n: int, vad: str, quality: str, ingress_kind: str = "task",
+                    taps: Taps | None = None) -> dict[str, Any]:
+    """W2 for ``n`` calls; ``taps`` adds two transforms to each call (a recording's, in benchmarks/recording.py)."""
     clip = load_clip(find_clip())
     proc = psutil.Process()
     factory = VadFactory(vad)
@@ -145,10 +151,16 @@ async def run_calls(n: int, vad: str, quality: str, ingress_kind: str = "task") 
 
         vad_stage = factory.stage()
         vads.append(vad_stage)
+        tap_in, tap_out = taps(i) if taps is not None else (None, None)
         stages: list[Any] = [Decode(PCMU), Resample(8000, 16000, quality)]  # type: ignore[arg-type]
+        if tap_in is not None:
+            stages.append(tap_in)
         if vad_stage is not None:
             stages.append(vad_stage)
-        stages += [Resample(16000, 8000, quality, name="resample_16000_8000"), Encode(PCMU)]  # type: ignore[arg-type]
+        stages.append(Resample(16000, 8000, quality, name="resample_16000_8000"))  # type: ignore[arg-type]
+        if tap_out is not None:
+            stages.append(tap_out)
+        stages.append(Encode(PCMU))  # type: ignore[arg-type]
         p = Pipeline(stages, sink, session_id=f"call{i}")
         await p.start()
         pipes.append(p)

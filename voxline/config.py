@@ -29,6 +29,7 @@ __all__ = [
     "LlmConfig",
     "TtsConfig",
     "StreamsConfig",
+    "HttpToolConfig",
     "ConfigError",
     "load_config",
 ]
@@ -101,6 +102,18 @@ class StreamsConfig:
     # The wss:// base URL the platform connects to (as it signs it), when a proxy
     # in front of voxline changes scheme or host; empty: from the request.
     public_url: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HttpToolConfig:
+    """An HTTP tool the assistant may call (``[[http_tools]]``): voxline POSTs
+    ``{"tool", "call_id", "arguments"}`` to ``url`` and gives the reply to the LLM."""
+
+    name: str = ""
+    description: str = ""
+    url: str = ""
+    parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+    timeout: float = 5.0  # s: past it the tool counts as failed (the LLM is told)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +191,13 @@ class ServiceConfig:
     # here, signed with HMAC-SHA256 by webhook_secret; "": none.
     webhook_url: str = ""
     webhook_secret: str = ""
+    # The assistant's tools: built-ins offered to the LLM (end_call, transfer,
+    # send_dtmf), HTTP tools, where transfer may go ("name=sip:uri"; empty: any
+    # sip: URI the model names), and the rounds of tool calls one reply may make.
+    tools: tuple[str, ...] = ()
+    http_tools: tuple[HttpToolConfig, ...] = ()
+    transfer_targets: tuple[str, ...] = ()
+    max_tool_rounds: int = 3
 
     @property
     def auth_enabled(self) -> bool:
@@ -187,6 +207,36 @@ class ServiceConfig:
         if self.resample not in ("hq", "fast"):
             raise ConfigError(f"resample must be hq or fast, got {self.resample!r}")
         _check_sip_trunk(self)
+        _check_tools(self)
+
+    def toolbox_parts(self) -> tuple[list[Any], dict[str, str]]:
+        """The HTTP tools (``voxline.agent.toolbox.HttpTool``) and the transfer targets by name."""
+        from voxline.agent.toolbox import HttpTool
+
+        http = [HttpTool(t.name, t.description, t.url, t.parameters, t.timeout) for t in self.http_tools]
+        targets = dict(t.split("=", 1) for t in self.transfer_targets)
+        return http, {k.strip(): v.strip() for k, v in targets.items()}
+
+
+def _check_tools(c: ServiceConfig) -> None:
+    from voxline.agent.toolbox import BUILTINS
+
+    for name in c.tools:
+        if name not in BUILTINS:
+            raise ConfigError(f"tools: {name!r} is not a built-in tool ({', '.join(BUILTINS)})")
+    for t in c.transfer_targets:
+        name, sep, uri = t.partition("=")
+        if not sep or not name.strip() or not uri.strip().startswith("sip:"):
+            raise ConfigError(f"transfer_targets: {t!r} is not name=sip:uri")
+    if not 1 <= c.max_tool_rounds <= 10:
+        raise ConfigError(f"max_tool_rounds must be 1-10, got {c.max_tool_rounds}")
+    try:
+        http, _ = c.toolbox_parts()
+    except ValueError as exc:
+        raise ConfigError(f"http_tools: {exc}") from exc
+    names = [t.name for t in http]
+    if len(set(names)) != len(names):
+        raise ConfigError("http_tools: two tools have the same name")
 
 
 def _check_sip_trunk(c: ServiceConfig) -> None:
@@ -279,6 +329,15 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _build(hint, value, key + ".")
     origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is tuple and args and isinstance(args[0], type) and dataclasses.is_dataclass(args[0]):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list of tables")
+        return tuple(_build(args[0], v, f"{key}[{i}].") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key} must be a table")
+        return dict(value)
     if origin is tuple:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]

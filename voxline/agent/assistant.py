@@ -22,6 +22,10 @@ confirmed, it cancels LLM and TTS and the context keeps only what the caller
 heard; not confirmed, the reply resumes from there. A provider failure costs
 that turn: the caller hears an apology in the offline voice, and the call goes on.
 
+With a ``Toolbox`` the assistant acts as well as talks (end the call, transfer
+it, press keys, call HTTP tools): the Speaker runs the tools the LLM asks for
+between its rounds, and every action is reported as an ``action`` event.
+
 What flows against the media goes through the pipeline's feedback bus
 (media/feedback.py): playout's ``Played`` tells this stage that a reply was
 played in full, ``ctx.feedback.heard(turn)`` how much of it the caller heard, and
@@ -51,6 +55,7 @@ from .listener import Listener
 from .logs import SessionLog, part_log
 from .speaker import REPLY_END, Speaker, trim_leading_silence
 from .tasks import TaskSet
+from .toolbox import Toolbox
 from .turns import Action, Event, State, TurnMachine
 
 __all__ = ["REPLY_END", "AgentEvent", "Assistant", "AssistantConfig", "trim_leading_silence"]
@@ -78,6 +83,7 @@ class Assistant:
         endpointing: Mapping[State, EndpointConfig] | None = None,
         config: AssistantConfig | None = None,
         observer: Observer | None = None,
+        toolbox: Toolbox | None = None,
     ) -> None:
         self.config = config or AssistantConfig()
         cfg = self.config
@@ -106,6 +112,7 @@ class Assistant:
         )
         self.speaker = Speaker(
             llm, tts, fallback_tts or tts, cfg, tasks=self._tasks, perform=self._perform, stage=self.name,
+            toolbox=toolbox,
         )
 
     # -- pipeline hooks ------------------------------------------------------

@@ -8,6 +8,9 @@ from voxline.providers.base import Deadlines
 
 from .prompts import APOLOGY, GREETING, REPAIR, SYSTEM_PROMPT
 
+GOODBYE = "Thank you for calling. Goodbye!"  # end_call, when the model wrote no goodbye
+TRANSFER_NOTICE = "Please hold while I transfer you."  # transfer, when the model said nothing
+
 __all__ = ["AssistantConfig"]
 
 
@@ -40,6 +43,10 @@ class AssistantConfig:
     # recogniser's interim results), so the prompt of the reply is mostly warm.
     prefill_interims: bool = True
     deadlines: Deadlines = field(default_factory=Deadlines)
+    goodbye: str = GOODBYE
+    transfer_notice: str = TRANSFER_NOTICE
+    # Rounds of one reply that may call tools; past it the model answers without them.
+    max_tool_rounds: int = 3
     # Budgets per turn mark (seconds); see voxline.media.budget.
     budget_transcript: float = 0.40
     budget_first_token: float = 0.25

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +22,7 @@ __all__ = ["Reply"]
 class Reply:
     __slots__ = (
         "turn", "task", "pcm", "kept", "limit", "samples", "hold", "text", "pieces", "done", "full",
-        "draft", "marks",
+        "draft", "marks", "adopted", "after",
     )
 
     def __init__(self, turn: int, keep_samples: int, draft: str | None = None) -> None:
@@ -41,8 +42,13 @@ class Reply:
         # are kept here until the turn ends and it is adopted (``draft`` None).
         self.draft = draft
         self.marks: dict[str, float] = {}
+        self.adopted = asyncio.Event()  # set when a draft becomes the reply (its tools may run)
         if draft is not None:
             self.hold = True
+        else:
+            self.adopted.set()
+        # A tool's action once the reply has been played: ("end_call" | "transfer", its arguments).
+        self.after: tuple[str, dict[str, Any]] | None = None
 
     def start_piece(self, text: str) -> None:
         self.text.append((self.samples, text))

@@ -22,6 +22,16 @@ the whole lifecycle of a reply:
   heard (``ctx.feedback.heard``: the egress's playout position);
 - **played**: the reply's end mark reached the caller: the context keeps it all.
 
+Tools (toolbox.py): where the call has a ``Toolbox``, the LLM is offered its
+tools; a round that asks for some has them run (each within its deadline; a
+draft's wait until it is adopted, so a discarded draft acted on nothing), their
+results go back to the LLM for the next round, at most ``max_tool_rounds``
+rounds that call tools (then one round without tools, so the turn is answered
+in words). ``end_call`` and ``transfer`` act on the line once the reply that
+announces them has been played (or, should playout never say so, its length
+and a grace later); a goodbye is said if the model wrote none; a reply cut by
+the caller's barge-in drops its pending action (the caller has more to say).
+
 Between turns it lets the LLM warm its prompt cache (``prepare``): the
 conversation so far after each reply, the caller's words so far while they
 speak. What the turn-taking must know (audio is out, a provider failed) and what
@@ -32,15 +42,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+import orjson
 
 from voxline.media.frames import Audio, Frame, Mark
 from voxline.media.stage import Emit, StageContext
 from voxline.providers.base import PCM, LanguageModel, Message, ProviderError, TextToSpeech
+from voxline.providers.llm.tools import ToolCall, assistant_calls, tool_result
 from voxline.providers.resilience import StreamInterrupted
 
 from .actions import Audible, Failed, Perform
@@ -51,6 +64,7 @@ from .logs import SessionLog, part_log
 from .reply import Reply
 from .sentences import SentenceSplitter
 from .tasks import TaskSet
+from .toolbox import END_CALL, TRANSFER, Outcome, Toolbox
 
 __all__ = ["REPLY_END", "Speaker", "trim_leading_silence"]
 
@@ -62,6 +76,7 @@ PREPARE_TIMEOUT = 10.0  # seconds for the LLM to evaluate the conversation betwe
 # of the LLM, and one still running when the caller pauses slows the decode of
 # their last words on 2 cores.
 PREFILL_INTERVAL = 0.6
+AFTER_GRACE = 3.0  # s past a reply's length before its end_call/transfer acts without playout's word
 
 REPLY_END = "reply-end"
 LEAD_LEVEL = 32  # int16 peak below which a reply's leading audio is silence (-60 dBFS)
@@ -90,6 +105,7 @@ class Speaker:
         tasks: TaskSet,
         perform: Perform,
         stage: str = "agent",
+        toolbox: Toolbox | None = None,
     ) -> None:
         self.llm = llm
         self.tts = tts
@@ -100,6 +116,8 @@ class Speaker:
         self._tasks = tasks
         self._perform = perform
         self._stage = stage  # the pipeline's interrupt flushes what follows this stage
+        self.toolbox = toolbox if toolbox else None
+        self._tools = self.toolbox.specs if self.toolbox is not None else None
         self._ctx: StageContext | None = None
         self._log: SessionLog = part_log(log, None)
         self._emit: Emit | None = None
@@ -182,6 +200,7 @@ class Speaker:
         if self._reply is not None:
             self.cancel()
         text, draft.draft = draft.draft or "", None
+        draft.adopted.set()  # tools it asked for may run now
         self.conversation.add_user(text)
         self._reply = draft
         self.drafts["adopted"] += 1
@@ -223,6 +242,10 @@ class Speaker:
         if reply.task is not None and not reply.task.done():
             reply.task.cancel()
         self._interrupt_downstream("cancel")
+        if reply.after is not None:
+            self._perform(AgentEvent("action", reply.turn, {"name": reply.after[0], "state": "dropped",
+                                                            "reason": "the caller spoke over the reply"}))
+            reply.after = None
         heard = reply.heard_text(int(self._heard_s(reply) * self.rate))
         # The context keeps what the caller heard, not what the model wrote.
         self.conversation.add_assistant(heard)
@@ -238,6 +261,7 @@ class Speaker:
         self.conversation.add_assistant(reply.full)
         self._perform(AgentEvent("heard", reply.turn, {"text": reply.heard_text(None), "complete": True}))
         self._close_turn(reply.turn)
+        self._act(reply)
         return True
 
     async def _release(self, reply: Reply, position: int) -> None:
@@ -267,14 +291,126 @@ class Speaker:
         reply.done = True
         if self._reply is reply:
             self._perform(AgentEvent("transcript", reply.turn, {"text": reply.full, "final": True, "who": "agent"}))
+        if reply.after is not None:
+            self._tasks.spawn(self._act_late(reply), "act-late")
         if not reply.hold:
             await self._emit_frame(Mark(REPLY_END, self._now(), reply.turn))
 
     async def _write_and_voice(self, reply: Reply, messages: list[Message], produced: list[str]) -> None:
         queue: asyncio.Queue[str | None] = asyncio.Queue(SENTENCE_QUEUE)
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._generate(reply, messages, queue, produced))
+            tg.create_task(self._rounds(reply, list(messages), queue, produced))
             tg.create_task(self._voice(reply, queue, self.tts))
+
+    async def _rounds(self, reply: Reply, messages: list[Any], queue: asyncio.Queue[str | None],
+                      produced: list[str]) -> None:
+        """The LLM's rounds of one reply: text, and tools run between rounds."""
+        try:
+            rounds = 0
+            tools = self._tools
+            done: dict[str, Outcome] = {}  # the calls of this reply so far, by what they asked
+            while True:
+                before = len(produced)
+                calls = await self._generate(reply, messages, queue, produced, tools)
+                if not calls:
+                    return
+                if tools is None:  # a model that asks for tools it was not offered: not run
+                    return
+                said = "".join(produced[before:]).strip()
+                outcomes = await self._run_tools(reply, calls, done)
+                if all(o.repeated for o in outcomes):
+                    # It asks again for what it has (small models do): words only from here.
+                    self._perform(AgentEvent("action", reply.turn, {
+                        "state": "repeated", "reason": "the same call again; answering without tools"}))
+                    tools = None
+                ran = [o.call for o in outcomes]  # each call in the history has its result (OpenAI requires it)
+                exchange = [assistant_calls(ran), *(tool_result(o.call, o.result) for o in outcomes)]
+                messages += [assistant_calls(ran, said), *exchange[1:]]
+                self.conversation.add_exchange(exchange)
+                final = next((o for o in outcomes if o.after is not None and o.ok), None)
+                if final is not None:
+                    await self._announce(reply, final, queue, produced)
+                    return
+                rounds += 1
+                if tools is not None and rounds >= self.config.max_tool_rounds:
+                    self._perform(AgentEvent("action", reply.turn, {
+                        "state": "capped", "reason": f"{rounds} rounds of tool calls; answering without tools"}))
+                    tools = None
+        finally:
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(None)
+
+    async def _run_tools(self, reply: Reply, calls: list[ToolCall], done: dict[str, Outcome]) -> list[Outcome]:
+        toolbox = self.toolbox
+        assert toolbox is not None
+        if reply.draft is not None:  # a draft acts only once adopted (discarded: cancelled here)
+            async with asyncio.timeout(self.config.deadlines.total):
+                await reply.adopted.wait()
+        outcomes: list[Outcome] = []
+        for call in calls:  # in the order asked: a later call may depend on an earlier one
+            key = call.name + ":" + orjson.dumps(call.arguments, option=orjson.OPT_SORT_KEYS).decode()
+            earlier = done.get(key)
+            if earlier is not None and earlier.after is None:  # asked again: its result again, not run again
+                outcomes.append(dataclasses.replace(earlier, call=call, repeated=True))
+                continue
+            self._perform(AgentEvent("action", reply.turn, {"name": call.name, "state": "started",
+                                                            "arguments": call.arguments}))
+            outcome = await toolbox.run(call)
+            done[key] = outcome
+            outcomes.append(outcome)
+            data: dict[str, object] = {"name": call.name, "state": "done" if outcome.ok else "failed",
+                                       "arguments": call.arguments, "seconds": round(outcome.seconds, 3)}
+            data["result" if outcome.ok else "error"] = outcome.result if outcome.ok else outcome.result["error"]
+            self._perform(AgentEvent("action", reply.turn, data))
+            if outcome.after is not None and outcome.ok:
+                break  # the call ends or leaves: nothing after it is run
+        return outcomes
+
+    async def _announce(self, reply: Reply, outcome: Outcome, queue: asyncio.Queue[str | None],
+                        produced: list[str]) -> None:
+        """``end_call`` or ``transfer`` accepted: act once the reply is played; say
+        a goodbye (or that the transfer begins) if nothing was said yet."""
+        call = outcome.call
+        reply.after = (outcome.after or "", {**call.arguments, "target": outcome.target})
+        if "".join(produced).strip():
+            return
+        if outcome.after == END_CALL:
+            words = call.arguments.get("goodbye")
+            text = words.strip()[:300] if isinstance(words, str) and words.strip() else self.config.goodbye
+        else:
+            text = self.config.transfer_notice
+        produced.append(text)
+        await self._queue_sentence(reply, queue, text)
+
+    def _act(self, reply: Reply) -> None:
+        """Do the reply's pending ``end_call`` or ``transfer`` (once)."""
+        after, reply.after = reply.after, None
+        if after is None or self.toolbox is None or self.toolbox.line is None:
+            return
+        name, args = after
+        line = self.toolbox.line
+        try:
+            if name == END_CALL:
+                self._perform(AgentEvent("action", reply.turn, {"name": name, "state": "hanging_up"}))
+                line.hang_up("agent: end_call")
+            elif name == TRANSFER:
+                target = str(args.get("target", "")).strip()
+                self._perform(AgentEvent("action", reply.turn, {"name": name, "state": "transferring",
+                                                                "target": target}))
+                line.transfer(target)
+        except Exception as exc:  # the call goes on, and the model hears of it next turn
+            self._log.warning("%s failed: %s", name, exc, extra={"turn_id": reply.turn})
+            self._perform(AgentEvent("action", reply.turn, {"name": name, "state": "failed", "error": str(exc)}))
+
+    async def _act_late(self, reply: Reply) -> None:
+        """Playout never said the reply was played: act once it surely has been."""
+        clock = self._ctx.clock if self._ctx is not None else None
+        wait = reply.samples / self.rate + AFTER_GRACE
+        if clock is not None:
+            await clock.sleep_until(clock.now() + wait)
+        else:
+            await asyncio.sleep(wait)
+        self._act(reply)  # a no-op if played (done), cut or replaced (dropped) meanwhile
 
     async def _repair(self, reply: Reply, messages: list[Message], produced: list[str]) -> bool:
         """The answer broke off after the caller heard its start: say so, and give
@@ -310,28 +446,34 @@ class Speaker:
     async def _generate(
         self,
         reply: Reply,
-        messages: list[Message],
+        messages: list[Any],
         queue: asyncio.Queue[str | None],
         produced: list[str],
-    ) -> None:
+        tools: list[Any] | None = None,
+    ) -> list[ToolCall]:
+        """One round of the LLM: its text goes to TTS; the tools it asks for are returned."""
         splitter = SentenceSplitter()
         wait = self.config.first_piece_wait
         first_at: float | None = None
-        try:
-            async for piece in self.llm.stream(messages, self.config.deadlines):
-                now = self._now()
-                if first_at is None:
-                    self._mark(reply, "first_token")
-                    first_at = now
-                produced.append(piece)
-                hurry = wait is not None and reply.pieces == 0 and now - first_at >= wait
-                for sentence in splitter.feed(piece, hurry):
-                    await self._queue_sentence(reply, queue, sentence)
-            for sentence in splitter.flush():
+        calls: list[ToolCall] = []
+        # An engine with tools takes tools= (providers/llm/tools.py); the base contract has none.
+        stream = cast(Any, self.llm).stream(messages, self.config.deadlines, tools=tools) if tools \
+            else self.llm.stream(messages, self.config.deadlines)
+        async for piece in stream:
+            now = self._now()
+            if first_at is None:
+                self._mark(reply, "first_token")
+                first_at = now
+            if not isinstance(piece, str):
+                calls.append(piece)  # a ToolCall
+                continue
+            produced.append(piece)
+            hurry = wait is not None and reply.pieces == 0 and now - first_at >= wait
+            for sentence in splitter.feed(piece, hurry):
                 await self._queue_sentence(reply, queue, sentence)
-        finally:
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait(None)
+        for sentence in splitter.flush():
+            await self._queue_sentence(reply, queue, sentence)
+        return calls
 
     async def _queue_sentence(self, reply: Reply, queue: asyncio.Queue[str | None], sentence: str) -> None:
         if reply.pieces == 0:
@@ -417,6 +559,8 @@ class Speaker:
 
     async def _prepare(self, prepare: Callable[..., Coroutine[Any, Any, None]], messages: list[Message],
                        **kw: object) -> None:
+        if self._tools:
+            kw["tools"] = self._tools  # the prompt the turn will use starts with them
         try:
             async with asyncio.timeout(PREPARE_TIMEOUT):
                 await prepare(messages, **kw)

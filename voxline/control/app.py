@@ -18,7 +18,6 @@ import contextlib
 import importlib.resources
 import logging
 import time
-from pathlib import Path
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -28,24 +27,23 @@ from aiohttp import WSCloseCode, web
 from voxline import __version__
 from voxline.agent.control import AgentControl
 from voxline.config import ConfigError, ServiceConfig
-from voxline.records import Records, RecordsConfig, StoreConfig
 from voxline.records.writer import WriterCollector
-
-RECORDINGS = "recordings"  # under data_dir, as the runtime writes them (runtime.RECORDINGS)
 
 from voxline.transports.base import Door, Transport
 
 from .admission import Admission
 from .auth import AuthError, Authenticator, Identity
-from .calls import (CALL_QUERY, CALL_REPLIES, DELIVERY_PATTERN, RECORDS, dead_webhooks, delete_call, get_call,
-                    get_recording, list_calls, retry_webhook)
+from .calls import DELIVERY_PATTERN, RECORDS
 from .connections import MalformedRequests
 from .doors import CallService, door_routes, door_schemas, load_doors
 from .errors import MAX_BODY, ApiError, error_middleware, json_response, read_json
 from .events import Subscription
+from .line import sip_transfers
 from .metrics import CONTENT_TYPE, Metrics
 from .openapi import SESSION_ID_PATTERN, Reply, Route, build_document, schemas_for, validate
 from .ratelimit import RateLimiter
+from .record_routes import records_ctx, records_from
+from .record_routes import routes as record_routes
 from .session import Caps, Session, SessionRegistry, SessionState
 from .stream import SEND_TIMEOUT, stream_events, watch_client
 
@@ -229,32 +227,6 @@ async def session_events(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def list_call_records(request: web.Request) -> web.StreamResponse:
-    return await list_calls(request, request[IDENTITY].tenant)
-
-
-async def get_call_record(request: web.Request) -> web.StreamResponse:
-    return await get_call(request, request[IDENTITY].tenant)
-
-
-async def delete_call_record(request: web.Request) -> web.StreamResponse:
-    tenant = request[IDENTITY].tenant
-    live = request.app[SESSIONS].get(request.match_info["call_id"], tenant) is not None
-    return await delete_call(request, tenant, live)
-
-
-async def get_call_recording(request: web.Request) -> web.StreamResponse:
-    return await get_recording(request, request[IDENTITY].tenant)
-
-
-async def list_dead_webhooks(request: web.Request) -> web.StreamResponse:
-    return await dead_webhooks(request, request[IDENTITY].tenant)
-
-
-async def retry_dead_webhook(request: web.Request) -> web.StreamResponse:
-    return await retry_webhook(request, request[IDENTITY].tenant)
-
-
 async def healthz(request: web.Request) -> web.StreamResponse:
     return json_response({"status": "ok"})
 
@@ -330,22 +302,8 @@ ROUTES: tuple[Route, ...] = (
           "then each event as a JSON text frame; closes when the session ends",
           replies={101: Reply("Switching to WebSocket", None), 426: Reply("Not a WebSocket upgrade"),
                    503: Reply("Too many subscribers on this session", headers=("Retry-After",))}),
-    Route("GET", "/v1/calls", list_call_records, "listCalls",
-          "This tenant's call records, newest first, a page at a time",
-          replies=CALL_REPLIES["list"], tag="calls", query=CALL_QUERY),
-    Route("GET", "/v1/calls/{call_id}", get_call_record, "getCall",
-          "A call record: the call, each turn (both sides' text, what was heard, latency) and its events",
-          replies=CALL_REPLIES["get"], tag="calls"),
-    Route("DELETE", "/v1/calls/{call_id}", delete_call_record, "deleteCall", "Delete a call record",
-          replies=CALL_REPLIES["delete"], tag="calls"),
-    Route("GET", "/v1/calls/{call_id}/recording", get_call_recording, "getCallRecording",
-          "The call's recording (stereo WAV: caller left, agent right, as the caller heard it); Range supported",
-          replies=CALL_REPLIES["recording"], tag="calls"),
-    Route("GET", "/v1/webhooks/dead", list_dead_webhooks, "listDeadWebhooks",
-          "Webhook deliveries that failed every retry (2, 4, 8 s), this tenant's",
-          replies=CALL_REPLIES["dead"], tag="webhooks"),
-    Route("POST", "/v1/webhooks/dead/{delivery_id}/retry", retry_dead_webhook, "retryDeadWebhook",
-          "Put a dead webhook back in the outbox", replies=CALL_REPLIES["retry"], tag="webhooks"),
+    *record_routes(lambda r: r[IDENTITY].tenant, lambda r, call_id, tenant: r.app[SESSIONS].get(call_id, tenant)
+                   is not None),
     Route("GET", "/healthz", healthz, "health", "The process is alive", auth=False,
           replies={200: Reply("Alive", "Health")}, tag="service"),
     Route("GET", "/readyz", readyz, "readiness", "Models loaded, port bound, admitting", auth=False,
@@ -397,6 +355,9 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     metrics_ = app[METRICS]
     runtime = app[FACTORY](app[CONFIG], app[SESSIONS], metrics_.observe)
     app[RUNTIME] = runtime
+    transfers = getattr(runtime, "transfers", None)
+    if isinstance(transfers, dict):  # the agent's transfer tool, through the doors that can
+        transfers.update(sip_transfers({d.name: d.handle for d in app[DOORS]}))
     provider_stats = getattr(runtime, "provider_stats", None)
     if provider_stats is not None:
         metrics_.watch_providers(provider_stats)
@@ -446,29 +407,6 @@ async def _malformed_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         logger.removeFilter(malformed)
-
-
-async def _records_ctx(app: web.Application) -> AsyncIterator[None]:
-    # First in, last out: the store outlives the sessions' ends (their records' last rows).
-    records = app.get(RECORDS)
-    if records is not None:
-        records.start()
-    yield
-    if records is not None:
-        await records.close()
-
-
-def _records(config: ServiceConfig) -> Records | None:
-    if not config.records:
-        return None
-    try:
-        store = StoreConfig.from_service(config.data_dir, config.database_url)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
-    recordings = str(Path(config.data_dir) / RECORDINGS)
-    return Records(RecordsConfig(store, backlog=config.records_backlog, retention_days=config.retention_days,
-                                 recordings=recordings, webhook_url=config.webhook_url,
-                                 webhook_secret=config.webhook_secret))
 
 
 async def _sessions_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -521,7 +459,7 @@ def create_app(
                 pending_per_key=config.max_pending_per_token, pending_timeout=config.pending_timeout)
     app[SESSIONS] = SessionRegistry(config.max_sessions, on_end=session_ended, caps=caps)
     app[METRICS] = Metrics(app[SESSIONS])
-    records = _records(config)
+    records = records_from(config)
     if records is not None:
         app[RECORDS] = records
         app[SESSIONS].on_admit = records.watch
@@ -547,7 +485,7 @@ def create_app(
         path = path.replace("{call_id}", "{call_id:" + pattern + "}")
         path = path.replace("{delivery_id}", "{delivery_id:" + DELIVERY_PATTERN.strip("^$") + "}")
         app.router.add_route(route.method, path, _wrap(route))
-    app.cleanup_ctx.append(_records_ctx)
+    app.cleanup_ctx.append(records_ctx)
     app.cleanup_ctx.append(_malformed_ctx)
     app.cleanup_ctx.append(_runtime_ctx)
     app.cleanup_ctx.append(_doors_ctx)

@@ -11,10 +11,16 @@ concurrent or pending sessions, or its tenant's) or 503 + Retry-After (capacity,
 resource at its limit while the call was built, e.g. the Silero batcher full);
 ``BadRequest`` is 400 naming its field; a timeout 504; anything else is a fault
 inside voxline: 500, logged with its reason.
+
+Per call: every door route that creates a session (its 201) takes an optional
+``record`` (boolean) in its body, added to its schema here: true records the
+call, false does not, whatever ``record`` and ``record_agents`` say. It reaches
+the session at admission (the request's context), so no door needs to know.
 """
 
 from __future__ import annotations
 
+import contextvars
 import importlib
 import logging
 from collections.abc import Callable, Mapping
@@ -35,6 +41,11 @@ from .session import Session
 __all__ = ["CallService", "load_doors", "door_routes", "door_schemas", "refusal"]
 
 log = logging.getLogger(__name__)
+
+# The request's ``record`` while its door handler runs (None: the configuration decides).
+_RECORD: contextvars.ContextVar[bool | None] = contextvars.ContextVar("record", default=None)
+RECORD_FIELD = {"type": "boolean",
+                "description": "Record this call (stereo WAV), or not, whatever the configuration says"}
 
 
 class CallService:
@@ -68,7 +79,11 @@ class CallService:
         kind = agent or self._config.agent
         if kind not in self._agents:
             raise BadRequest("agent", f"agent must be one of {', '.join(self._agents)}, not {kind!r}")
-        return self.admission.admit(transport, kind, tenant=tenant, key=key)
+        session = self.admission.admit(transport, kind, tenant=tenant, key=key)
+        record = _RECORD.get()
+        if record is not None:
+            session.extra["record"] = record
+        return session
 
     def session(self, session_id: str, tenant: str) -> Session | None:
         return self.admission.registry.get(session_id, tenant)
@@ -102,6 +117,11 @@ def door_schemas(doors: list[Door], agents: tuple[str, ...]) -> dict[str, dict[s
     for door in doors:
         if door.schemas is not None:
             out.update(door.schemas(agents))
+    for door in doors:  # a request that creates a session may ask for (or against) its recording
+        for r in door.routes:
+            schema = out.get(r.request or "")
+            if 201 in r.replies and schema is not None and "properties" in schema:
+                out[r.request or ""] = {**schema, "properties": {**schema["properties"], "record": RECORD_FIELD}}
     return out
 
 
@@ -142,6 +162,7 @@ def _handler(route: DoorRoute, service: Callable[[web.Request], CallService], id
         if route.request is not None:
             body = await read_json(request, service(request).config.http_body_timeout)
             validate(schemas(request), route.request, body)
+        token = _RECORD.set(body["record"] if isinstance(body.get("record"), bool) else None)
         try:
             result = await route.handler(request, body, service(request), identity(request))
         except Refused as exc:
@@ -154,6 +175,8 @@ def _handler(route: DoorRoute, service: Callable[[web.Request], CallService], id
             raise ApiError(404, "not_found", str(exc), "session_id") from exc
         except TimeoutError as exc:
             raise ApiError(504, "timeout", f"{route.path}: not answered in time") from exc
+        finally:
+            _RECORD.reset(token)
         if isinstance(result, web.StreamResponse):
             return result
         status, data, headers = result

@@ -22,11 +22,12 @@ import logging
 import time
 from pathlib import Path
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from voxline.agent.assistant import AgentEvent, Assistant, AssistantConfig
 from voxline.agent.prompts import SYSTEM_PROMPT
 from voxline.agent.simple import Echo, Transcribe
+from voxline.agent.toolbox import BUILTINS, Toolbox
 from voxline.agent.turns import State
 from voxline.config import ServiceConfig
 from voxline.media.codec_stage import Decode, Encode
@@ -35,6 +36,7 @@ from voxline.media.feedback import Played
 from voxline.media.frames import Audio, Dtmf, Mark, Payload
 from voxline.media.pipeline import Pipeline
 from voxline.media.recorder import AGENT, CALLER, CallRecording, Tap
+from voxline.records.recording import StereoRecording
 from voxline.media.playout import Playout, PlayoutMode
 from voxline.media.resample import Quality, Resample
 from voxline.media.silero import SileroBatcher, SileroModel
@@ -42,6 +44,7 @@ from voxline.media.vad import SileroVad, WebrtcVad
 from voxline.providers.factory import Providers, build_providers
 from voxline.transports.base import SinkMode, Transport, is_peer_end
 
+from .line import SessionLine, Transfer
 from .session import Session, SessionRegistry, SessionState
 
 __all__ = ["Runtime", "CallPort", "AGENTS"]
@@ -83,6 +86,9 @@ class Runtime:
         self._batcher: SileroBatcher | None = None
         self._ready = {"models": False, "vad": False}
         self._load_error: str | None = None
+        # How a call of each transport is transferred (the app adds the SIP door's REFER).
+        self.transfers: dict[str, Transfer] = {}
+        self._http_tools, self._targets = config.toolbox_parts()
 
     @property
     def providers(self) -> Providers:
@@ -108,7 +114,9 @@ class Runtime:
             # from it, and a cold prefix costs the first caller ~1 s.
             warm = getattr(self.providers.llm, "warm", None)
             if warm is not None:
-                await warm(self.config.system_prompt or SYSTEM_PROMPT)
+                specs = self._toolbox(None).specs  # the prompt of every turn starts with the tools too
+                prompt = self.config.system_prompt or SYSTEM_PROMPT
+                await (warm(prompt, tools=specs) if specs else warm(prompt))
             self._ready["models"] = True
         except Exception as exc:  # the service stays up (echo works), but is not ready
             self._load_error = str(exc)
@@ -172,10 +180,18 @@ class Runtime:
                 p.stt, p.llm, p.tts, fallback_tts=p.offline,
                 endpointing={State.LISTENING: LISTENING, State.SPEAKING: WHILE_SPEAKING,
                              State.THINKING: LISTENING, State.CALLER_SPEAKING: LISTENING},
-                config=AssistantConfig(**words), observer=observe,
+                config=AssistantConfig(**words, max_tool_rounds=self.config.max_tool_rounds), observer=observe,
+                toolbox=self._toolbox(session),
             )
             agent_rate = p.tts.sample_rate
         return agent, agent_rate
+
+    def _toolbox(self, session: Session | None) -> Toolbox:
+        """The assistant's tools on ``session``'s line (none configured: an empty toolbox)."""
+        builtins = [b for b in self.config.tools if b in BUILTINS]
+        line = SessionLine(session, self.transfers) if session is not None else None
+        return Toolbox(builtins, self._http_tools, line, transfer_targets=self._targets,
+                       call_id=session.id if session is not None else "")
 
     def _assemble(self, session: Session, transport: Transport, vad: Any, agent: Any, agent_rate: int) -> Pipeline:
         kind = session.agent_kind
@@ -211,12 +227,16 @@ class Runtime:
     def _recording(self, session: Session) -> CallRecording | None:
         """The call's recording, if this call is recorded (``record``, ``record_agents``)."""
         cfg = self.config
-        if not (cfg.record or session.agent_kind in cfg.record_agents or session.extra.get("record")):
+        wanted = session.extra.get("record")  # asked for (or against) when the call was created
+        if wanted is None:
+            wanted = cfg.record or session.agent_kind in cfg.record_agents
+        if not wanted:
             return None
         path = Path(cfg.data_dir) / RECORDINGS / f"{session.id}.wav"
-        recording = CallRecording(path, time.monotonic)
+        # The records' recorder: one writer thread for every call (records/recording.py says why).
+        recording = StereoRecording(path, time.monotonic)
         session.extra["recording"] = recording
-        return recording
+        return cast(CallRecording, recording)  # Tap takes any recording with put() and close()
 
     async def open(self, session: Session, transport: Transport) -> Pipeline:
         """Build the call's pipeline on ``transport``, attach the transport, start.

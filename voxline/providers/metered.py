@@ -64,7 +64,10 @@ class MeteredLLM:
         self.name = inner.name
         self.stats = ProviderStats(inner.name, "llm")
 
-    def stream(self, messages: Sequence[Message], deadlines: Deadlines | None = None) -> AsyncIterator[str]:
+    def stream(self, messages: Sequence[Message], deadlines: Deadlines | None = None, *,
+               tools: Sequence[Any] | None = None) -> AsyncIterator[Any]:
+        if tools:
+            return _metered(self.stats, self.inner.stream(messages, deadlines, tools=tools))
         return _metered(self.stats, self.inner.stream(messages, deadlines))
 
     def __getattr__(self, name: str) -> Any:  # load(), warm(), chain ... of the engine

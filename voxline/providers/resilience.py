@@ -32,7 +32,7 @@ import collections
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from ..media.clock import Clock, LoopClock
 from ..media.resample import StreamResampler
@@ -269,9 +269,20 @@ class FallbackLLM:
         self.name = name
         self.chain = FallbackChain(providers, name=name, clock=clock, deadlines=deadlines, config=config)
 
-    def stream(self, messages: Sequence[Message], deadlines: Deadlines | None = None) -> AsyncIterator[str]:
+    def stream(self, messages: Sequence[Message], deadlines: Deadlines | None = None, *,
+               tools: Sequence[Any] | None = None) -> AsyncIterator[Any]:
+        """Text pieces (and, with ``tools``, ``ToolCall``s: members without tool
+        support are asked without them)."""
         d = deadlines or self.chain.deadlines
-        return self.chain.stream(lambda p: p.stream(messages, d), d)
+        if not tools:
+            return self.chain.stream(lambda p: p.stream(messages, d), d)
+        return self.chain.stream(
+            lambda p: cast(Any, p).stream(messages, d, tools=tools) if getattr(p, "supports_tools", False)
+            else p.stream(messages, d), d)
+
+    @property
+    def supports_tools(self) -> bool:
+        return any(getattr(m.provider, "supports_tools", False) for m in self.chain.members)
 
     def state(self) -> list[dict[str, Any]]:
         return self.chain.state()

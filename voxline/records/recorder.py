@@ -102,7 +102,8 @@ class CallRecorder:
             call["failures"] += 1
             changed = True
         elif kind == "transfer":
-            call["transfers"] += 1
+            if data.get("state") == "referring":  # one transfer; its progress follows as more events
+                call["transfers"] += 1
             changed = True
         elif kind == "reply" and data.get("paused"):
             call["barge_ins"] += 1

@@ -252,7 +252,7 @@ class Call(Protocol):
 
     id: str
     agent_kind: str
-    extra: dict[str, Any]  # what the door knows of the call (its peer), for the call's record
+    extra: dict[str, Any]  # what the door knows of the call: "peer" (for its record)
 
     async def end(self, reason: str) -> None: ...
 

@@ -97,6 +97,7 @@ class ExternalMediaDoor:
         pt = int(body.get("payload_type", pt))
         remote = _remote(body.get("remote"))  # before admission: a bad request costs no slot
         call = service.admit("rtp", body.get("agent"), tenant=identity.tenant, key=identity.token_id)
+        call.extra["peer"] = f"{remote[0]}:{remote[1]}" if remote is not None else request.remote  # for the record
         host = self.host()
         try:
             pair, rtp, _ = await open_rtp(self.ports, host, rtcp=False)

@@ -163,6 +163,7 @@ class LoopbackDialer:
         if self.service is None:
             raise RuntimeError("the loopback door is not started")
         call = self.service.admit("loopback", agent, tenant=tenant, key=key)
+        call.extra["peer"] = key  # for the call's record: the in-process dialler
         transport = LoopbackTransport(codec, far_end_buffer=far_end_buffer)
         await self.service.open(call, transport)
         transport.connect()

@@ -304,6 +304,7 @@ class SipDoor:
         agent = self._agent_of(call.invite, service)
         try:
             session = service.admit("sip", agent, tenant="default", key=None)  # a trunk carries many callers: sip_allow and the per-source rate bound it
+            session.extra["peer"] = _address(call.source)  # for the call's record
         except Refused as exc:
             status = 486 if exc.code == "capacity" else 503
             self._apply(core.reject(call, status, loop.time(), reason=exc.reason[:60], retry_after=exc.retry_after))
@@ -493,3 +494,8 @@ def door(config: Any) -> Door:
     sip = SipDoor(config)
     return Door("sip", routes=routes(sip), schemas=schemas, start=sip.start, stop=sip.stop, handle=sip)
 
+
+def _address(addr: Any) -> str:
+    """``host:port`` of a signalling address (``[v6]:port``)."""
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"

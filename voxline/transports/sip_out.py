@@ -187,6 +187,7 @@ def route_handlers(door: Any) -> tuple[Any, Any]:
         from_ = parse_from(body.get("from"))
         dest = await door.first_hop(to)
         session = service.admit("sip", body.get("agent"), tenant=identity.tenant, key=identity.token_id)
+        session.extra["peer"] = str(to)  # for the call's record: whom it called
         try:
             call = await door.dial(session, to, from_, dest)
         except BaseException as exc:

@@ -119,6 +119,7 @@ async def offer(request: Any, body: dict[str, Any], service: Service, identity: 
     except ValueError as exc:
         raise BadRequest("sdp", f"sdp: {exc}") from exc
     call = service.admit("webrtc", body.get("agent"), tenant=identity.tenant, key=identity.token_id)
+    call.extra["peer"] = request.remote  # for the call's record: who sent the offer
     cfg = service.config
     transport = WebRTCTransport(WebRTCConfig(ice_hosts=tuple(cfg.ice_hosts), inbound_rate=RATE),
                                 name=f"webrtc:{call.id}")

@@ -60,6 +60,13 @@ Piper voicing a sentence; ``InferenceExecutor.submit(urgent=True)``). Those
 are short and the caller is waiting on them; the tokens after the first
 piece play a second or more later.
 
+Tools: ``stream(..., tools=[ToolSpec...])`` renders them into the prompt
+through the GGUF's own chat template (Qwen2.5's is Hermes style) and takes the
+calls the model writes out of its text (``TextToolParser``, see tools.py for
+why not llama-cpp's ``chatml-function-calling``); they are yielded as
+``ToolCall``s after the text of the round. ``prepare`` takes the same tools, so
+the prompt evaluated ahead is the one the turn will use.
+
 Deadlines: ``first_result`` covers waiting for the model and the prompt
 evaluation up to the first token, ``idle`` each gap between tokens, ``total``
 the whole answer; a miss raises ``ProviderTimeout`` and stops the generation.
@@ -86,6 +93,7 @@ from ..executor import (
     shared_executor,
 )
 from ..models import find_entry, resolve
+from .tools import TextToolParser, ToolCall, ToolSpec, openai_tools
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -154,15 +162,20 @@ class LlamaLLM:
         log.info("llama %s loaded in %.2fs", gguf.name, time.perf_counter() - started)
         return _Shared(llama, AsyncSlots(1), concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="voxline-llama"))
 
-    def stream(self, messages: Sequence[Message], deadlines: Deadlines | None = None) -> LlamaStream:
-        return LlamaStream(self, list(messages), deadlines or Deadlines())
+    supports_tools = True
 
-    async def warm(self, system_prompt: str, deadlines: Deadlines | None = None) -> None:
+    def stream(self, messages: Sequence[Message], deadlines: Deadlines | None = None, *,
+               tools: Sequence[ToolSpec] | None = None) -> LlamaStream:
+        return LlamaStream(self, list(messages), deadlines or Deadlines(), tools=tools)
+
+    async def warm(self, system_prompt: str, deadlines: Deadlines | None = None, *,
+                   tools: Sequence[ToolSpec] | None = None) -> None:
         """Evaluate ``system_prompt`` now, so the first turn that starts with it is warm."""
-        await self.prepare([{"role": "system", "content": system_prompt}], deadlines)
+        await self.prepare([{"role": "system", "content": system_prompt}], deadlines, tools=tools)
 
     async def prepare(
-        self, messages: Sequence[Message], deadlines: Deadlines | None = None, *, open_turn: bool = True
+        self, messages: Sequence[Message], deadlines: Deadlines | None = None, *, open_turn: bool = True,
+        tools: Sequence[ToolSpec] | None = None,
     ) -> None:
         """Evaluate ``messages`` now, so the next prompt that starts with them
         evaluates only what follows.
@@ -178,7 +191,8 @@ class LlamaLLM:
         # While the caller speaks, whisper decodes their words every few hundred
         # ms: evaluate on one thread and leave it the other core.
         stream = LlamaStream(self, [*messages, *tail],
-                             deadlines or Deadlines(first_result=30.0), max_tokens=1, burst=open_turn)  # fmt: skip
+                             deadlines or Deadlines(first_result=30.0), max_tokens=1, burst=open_turn,
+                             tools=tools)  # fmt: skip
         try:
             async for _ in stream:
                 pass
@@ -198,14 +212,17 @@ class LlamaStream:
 
     def __init__(
         self, llm: LlamaLLM, messages: list[Message], deadlines: Deadlines, max_tokens: int | None = None,
-        burst: bool = True,
+        burst: bool = True, tools: Sequence[ToolSpec] | None = None,
     ) -> None:
         self._llm = llm
         self._burst = burst
-        self._messages = messages
+        self._messages: list[Any] = [_for_template(m) for m in messages]
+        self._tools = openai_tools(tools) if tools else None
+        # After tool calls the model may write another as text even when offered none: never speak it.
+        self._parse = bool(tools) or any(m.get("role") == "tool" for m in self._messages)
         self._deadlines = deadlines
         self._max_tokens = llm.config.max_tokens if max_tokens is None else max_tokens
-        self._channel: ThreadChannel[str] | None = None
+        self._channel: ThreadChannel[Any] | None = None
         self._job: asyncio.Future[None] | None = None
         self._finished = False
         self._started_at = 0.0
@@ -221,7 +238,7 @@ class LlamaStream:
     def __aiter__(self) -> LlamaStream:
         return self
 
-    async def __anext__(self) -> str:
+    async def __anext__(self) -> Any:  # str; or, with tools, a ToolCall (tools.py)
         if self._finished:
             raise StopAsyncIteration
         try:
@@ -258,29 +275,31 @@ class LlamaStream:
             raise ProviderTimeout(self._llm.name, "first token", d.first_result) from None
         self._job.add_done_callback(_log_failure)
 
-    async def _next(self) -> str:
+    async def _next(self) -> Any:
         assert self._channel is not None
         d = self._deadlines
         loop = asyncio.get_running_loop()
-        first = self.delivered == 0
-        phase, limit = ("first token", d.first_result) if first else ("next token", d.idle)
-        budget = limit - (loop.time() - (self._started_at if first else self._last_at))
-        total_left = d.total - (loop.time() - self._started_at)
-        if total_left < budget:
-            phase, limit, budget = "whole answer", d.total, total_left
-        try:
-            async with asyncio.timeout(max(0.0, budget)):
-                piece = await self._channel.get()
-        except TimeoutError:
-            raise ProviderTimeout(self._llm.name, phase, limit) from None
-        self._last_at = loop.time()
-        if first:
-            self.first_token_seconds = self._last_at - self._started_at
-        self.delivered += 1
-        return piece
+        while True:
+            first = self.first_token_seconds is None
+            phase, limit = ("first token", d.first_result) if first else ("next token", d.idle)
+            budget = limit - (loop.time() - (self._started_at if first else self._last_at))
+            total_left = d.total - (loop.time() - self._started_at)
+            if total_left < budget:
+                phase, limit, budget = "whole answer", d.total, total_left
+            try:
+                async with asyncio.timeout(max(0.0, budget)):
+                    piece = await self._channel.get()
+            except TimeoutError:
+                raise ProviderTimeout(self._llm.name, phase, limit) from None
+            self._last_at = loop.time()
+            if first:
+                self.first_token_seconds = self._last_at - self._started_at
+            if piece is not _HELD:  # a token of a tool call being written: progress, not text
+                self.delivered += 1
+                return piece
 
     # -- runs in a pool thread, holding the model's only slot
-    def _generate(self, llama: Llama, channel: ThreadChannel[str]) -> None:
+    def _generate(self, llama: Llama, channel: ThreadChannel[Any]) -> None:
         c = self._llm.config
         if channel.cancelled:  # given up while waiting for the model
             channel.close()
@@ -288,12 +307,14 @@ class LlamaStream:
         threads = _Threads(llama, c, self._llm._executor, self._burst)
         if threads.pick():  # the prompt is evaluated at the first chunk
             self.burst_steps += 1
+        parser = TextToolParser() if self._parse else None
         chunks: Any = llama.create_chat_completion(
-            messages=self._messages,  # type: ignore[arg-type]
+            messages=self._messages,
             stream=True,
             max_tokens=self._max_tokens,
             temperature=c.temperature,
             top_p=c.top_p,
+            tools=self._tools,  # type: ignore[arg-type]
         )
         try:
             # The generator evaluates the next token only when asked for the
@@ -307,9 +328,20 @@ class LlamaStream:
                 piece = chunk["choices"][0]["delta"].get("content")
                 if piece:
                     self.generated += 1
-                    channel.put(piece)
+                    spoken = False
+                    for text in parser.feed(piece) if parser is not None else (piece,):
+                        channel.put(text)
+                        spoken = True
+                    if not spoken:
+                        channel.put(_HELD)
                 if threads.pick():  # for the next token
                     self.burst_steps += 1
+            if parser is not None and not channel.cancelled:
+                rest, calls = parser.close()
+                if rest:
+                    channel.put(rest)
+                for call in calls:
+                    channel.put(call)
             channel.close()
         except ChannelClosed:
             pass
@@ -342,6 +374,8 @@ class LlamaStream:
         if self._channel is not None:
             self._channel.cancel()
 
+
+_HELD = object()  # in the channel: a token held back (a tool call being written)
 
 URGENT_WAIT = 0.5  # seconds the model waits, per token, for urgent jobs (whisper, Piper)
 
@@ -380,6 +414,35 @@ class _Threads:
 
             llama_cpp.llama_set_n_threads(self._ctx, *self._floor)
             self.current = self._floor
+
+
+# Appended to a tool's result: without it Qwen2.5 0.5B asks for the same call
+# again (measured: it did so with and without tools offered; with this line it
+# answered from the result).
+TOOL_RESULT_HINT = "\nNow answer the caller in words, using this result."
+
+
+def _for_template(message: Any) -> Any:
+    """A message as the GGUF's chat template expects it: a tool call's arguments
+    as an object (the OpenAI format carries them as a JSON string), a tool's
+    result with the hint above."""
+    if message.get("role") == "tool":
+        return {**message, "content": str(message.get("content", "")) + TOOL_RESULT_HINT}
+    calls = message.get("tool_calls")
+    if not calls:
+        return message
+    import orjson
+
+    out = []
+    for call in calls:
+        fn = dict(call.get("function") or {})
+        if isinstance(fn.get("arguments"), str):
+            try:
+                fn["arguments"] = orjson.loads(fn["arguments"])
+            except orjson.JSONDecodeError:
+                fn["arguments"] = {}
+        out.append({**call, "function": fn})
+    return {**message, "tool_calls": out}
 
 
 def _log_failure(future: asyncio.Future[None]) -> None:

@@ -25,6 +25,10 @@ Deadlines (``Deadlines``): TCP connect; first token (from the request, so a serv
 that sends headers and then thinks is caught); idle between chunks; total.
 Cancelling the consumer, or ``aclose()`` on the iterator, closes the connection at
 once, which makes llama.cpp, vLLM and the hosted APIs stop generating.
+
+Tools (``stream(..., tools=[ToolSpec...])``) go out as the request's ``tools``;
+the streamed ``delta.tool_calls`` fragments are joined by index and yielded as
+``ToolCall``s when the stream ends (tools.py), after any text of the round.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import orjson
 
 from ..base import Deadlines, Message, ProviderError
 from ..http import CallDeadlines, iter_body, post_streaming, shared_session
+from .tools import ToolCallAssembler, ToolSpec, openai_tools
 
 __all__ = ["OpenAICompatLLM", "SSEDecoder", "SSEEvent", "SSEError"]
 
@@ -204,12 +209,19 @@ class OpenAICompatLLM:
     def __repr__(self) -> str:
         return f"OpenAICompatLLM({self.url!r}, model={self.model!r})"
 
+    supports_tools = True
+
     async def stream(
-        self, messages: Sequence[Message], deadlines: Deadlines | None = None
-    ) -> AsyncIterator[str]:
+        self, messages: Sequence[Message], deadlines: Deadlines | None = None, *,
+        tools: Sequence[ToolSpec] | None = None,
+    ) -> AsyncIterator[Any]:  # str pieces; with tools, ToolCalls after them (tools.py)
         calls = CallDeadlines(self.name, deadlines or self.deadlines)
         session = self._session or shared_session()
-        body = orjson.dumps({**self._body, "messages": list(messages)})
+        request: dict[str, Any] = {**self._body, "messages": list(messages)}
+        if tools:
+            request["tools"] = openai_tools(tools)
+        body = orjson.dumps(request)
+        wanted = ToolCallAssembler()
         resp = await post_streaming(
             self.name, session, self.url, calls=calls, body=body, headers=self._headers
         )
@@ -217,10 +229,12 @@ class OpenAICompatLLM:
         try:
             ctype = resp.headers.get("Content-Type", "")
             if ctype.startswith("application/json"):
-                text = await self._whole(resp, calls)
+                text = await self._whole(resp, calls, wanted)
                 done = True
                 if text:
                     yield text
+                for call in wanted.calls():
+                    yield call
                 return
             decoder = SSEDecoder()
             async with aclosing(iter_body(resp, calls)) as chunks:
@@ -230,17 +244,19 @@ class OpenAICompatLLM:
                     except SSEError as e:
                         raise ProviderError(self.name, f"malformed stream: {e}") from e
                     for ev in events:
-                        piece = self._piece(ev, calls)
+                        piece = self._piece(ev, calls, wanted)
                         if piece:
                             calls.result()
                             yield piece
             for ev in decoder.close():
-                piece = self._piece(ev, calls)
+                piece = self._piece(ev, calls, wanted)
                 if piece:
                     yield piece
             raise ProviderError(self.name, "stream ended before [DONE]")
         except _Done:
             done = True
+            for call in wanted.calls():
+                yield call
         finally:
             if done:
                 resp.release()
@@ -250,7 +266,7 @@ class OpenAICompatLLM:
                 # half-read socket.
                 resp.close()
 
-    def _piece(self, ev: SSEEvent, calls: CallDeadlines) -> str | None:
+    def _piece(self, ev: SSEEvent, calls: CallDeadlines, wanted: ToolCallAssembler) -> str | None:
         if ev.data == "[DONE]":
             raise _Done
         try:
@@ -271,20 +287,29 @@ class OpenAICompatLLM:
             raise ProviderError(self.name, f"malformed chunk: {ev.data[:80]!r}")
         delta = choices[0].get("delta")
         content = delta.get("content") if isinstance(delta, dict) else None
+        if isinstance(delta, dict) and delta.get("tool_calls"):
+            try:
+                wanted.feed(delta["tool_calls"])
+            except ValueError as e:
+                raise ProviderError(self.name, f"malformed tool call: {e}", retryable=False) from e
+            calls.result()  # a call being written is the model's answer, as a first token is
         reason = choices[0].get("finish_reason")
-        if reason not in (None, "stop"):
+        if reason not in (None, "stop", "tool_calls"):
             log.info("%s: finish_reason=%s", self.name, reason)
         return content if isinstance(content, str) and content else None
 
-    async def _whole(self, resp: aiohttp.ClientResponse, calls: CallDeadlines) -> str:
+    async def _whole(self, resp: aiohttp.ClientResponse, calls: CallDeadlines, wanted: ToolCallAssembler) -> str:
         async with aclosing(iter_body(resp, calls)) as chunks:
             parts = [c async for c in chunks]
         try:
             obj = orjson.loads(b"".join(parts))
             if "error" in obj:
                 raise _error_from(self.name, obj)
-            text = obj["choices"][0]["message"]["content"]
-        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError) as e:
+            message = obj["choices"][0]["message"]
+            text = message.get("content")
+            if message.get("tool_calls"):
+                wanted.feed([{**c, "index": i} for i, c in enumerate(message["tool_calls"])])
+        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError, ValueError) as e:
             raise ProviderError(self.name, f"malformed completion: {e!r}") from e
         calls.result()
         return text if isinstance(text, str) else ""

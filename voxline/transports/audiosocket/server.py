@@ -242,6 +242,7 @@ class AudioSocketServer:
         try:
             call = service.admit("audiosocket", self.agents.get(call_uuid), tenant="default",
                                  key=None)  # a media server carries many callers' calls
+            call.extra["peer"] = host  # for the call's record
         except (Refused, BadRequest) as exc:
             self.refused += 1
             log.info("AudioSocket call %s refused: %s", call_uuid, exc)
