@@ -93,7 +93,7 @@ from ..executor import (
     shared_executor,
 )
 from ..models import find_entry, resolve
-from .tools import TextToolParser, ToolCall, ToolSpec, openai_tools
+from .tools import TextToolParser, ToolSpec, openai_tools
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
