@@ -152,9 +152,10 @@ async def run_calls(n: int, vad: str, quality: str, ingress_kind: str = "task",
         vad_stage = factory.stage()
         vads.append(vad_stage)
         tap_in, tap_out = taps(i) if taps is not None else (None, None)
-        stages: list[Any] = [Decode(PCMU), Resample(8000, 16000, quality)]  # type: ignore[arg-type]
-        if tap_in is not None:
+        stages: list[Any] = [Decode(PCMU)]  # type: ignore[arg-type]
+        if tap_in is not None:  # where the service taps a narrowband call: as it crossed the wire
             stages.append(tap_in)
+        stages.append(Resample(8000, 16000, quality))  # type: ignore[arg-type]
         if vad_stage is not None:
             stages.append(vad_stage)
         stages.append(Resample(16000, 8000, quality, name="resample_16000_8000"))  # type: ignore[arg-type]

@@ -1,9 +1,10 @@
 """What recording a call costs: W2 with and without it, and a long call's memory.
 
 1. **W2 with recording** (see shared/WORKLOADS.md and media_path.py): the same
-   N calls, each with the service's recording taps (``media.recorder.Tap``: the
-   caller's side after resampling in, the agent's before encoding, a stereo WAV
-   per call streamed to disk by its writer thread). Runs without and with
+   N calls, each with the service's recording taps (``media.recorder.Tap``: as
+   the runtime places them on a narrowband call, the caller's side as decoded,
+   before resampling in, the agent's before encoding; a stereo WAV per call at
+   the wire's 8 kHz, streamed to disk by the shared writer thread). Runs without and with
    recording alternate (each in a fresh interpreter), ``--pairs`` times; the
    figure is the ratio of the medians, with / without, of CPU per window and of
    p99 latency, and both must hold W2's criteria.
@@ -56,7 +57,10 @@ async def w2(n: int, vad: str, quality: str, record: bool, recorder: str = "reco
         recordings: list[Any] = []
 
         def taps(i: int) -> tuple[Any, Any]:
-            rec = RECORDERS[recorder](Path(tmp) / f"call{i}.wav", time.monotonic)
+            path = Path(tmp) / f"call{i}.wav"
+            # As the runtime records a narrowband call: at its wire rate (the old recorder: 16 kHz).
+            rec = StereoRecording(path, time.monotonic, rate=8000) if recorder == "records" \
+                else CallRecording(path, time.monotonic)
             recordings.append(rec)
             return Tap(rec, CALLER, "record_caller", owns=True), Tap(rec, AGENT, "record_agent")
 

@@ -37,24 +37,25 @@ async def settled(app: App, timeout: float = 10.0) -> None:
 
 
 class RawCaller:
-    """A raw-stream call: real-time 16 kHz PCM out, the echo collected."""
+    """A raw-stream call: real-time PCM out (16 kHz unless ``rate``), the echo collected."""
 
-    def __init__(self, ws: Any) -> None:
+    def __init__(self, ws: Any, rate: int = RATE) -> None:
         self.ws = ws
+        self.rate = rate
         self.got = Collector(ws)
 
     @classmethod
-    async def dial(cls, app: App, token: str | None = None) -> "RawCaller":
+    async def dial(cls, app: App, token: str | None = None, rate: int = RATE) -> "RawCaller":
         headers = {"Authorization": f"Bearer {token}"} if token else None
         if headers:
-            ws = await app.client.ws_connect(f"/v1/streams/raw?rate={RATE}&encoding=pcm16", headers=headers)
+            ws = await app.client.ws_connect(f"/v1/streams/raw?rate={rate}&encoding=pcm16", headers=headers)
         else:
-            ws = await app.ws(f"/v1/streams/raw?rate={RATE}&encoding=pcm16")
-        return cls(ws)
+            ws = await app.ws(f"/v1/streams/raw?rate={rate}&encoding=pcm16")
+        return cls(ws, rate)
 
     async def speak(self, seconds: float = 1.0) -> None:
-        sig = probe_signal(RATE, seconds)
-        await send_realtime(self.ws.send_bytes, [f.astype("<i2").tobytes() for f in frames(sig, RATE // 50)])
+        sig = probe_signal(self.rate, seconds)
+        await send_realtime(self.ws.send_bytes, [f.astype("<i2").tobytes() for f in frames(sig, self.rate // 50)])
 
     async def dtmf(self, digit: str) -> None:
         await self.ws.send_str(orjson.dumps({"type": "dtmf", "digit": digit}).decode())

@@ -84,3 +84,26 @@ async def test_an_unrecorded_call_has_no_recording(make_app, tmp_path) -> None: 
     r = await app.client.get(f"/v1/calls/{session.id}/recording", headers=AUTH)
     assert r.status == 404 and (await r.json())["error"]["message"].endswith("has no recording")
     assert not (tmp_path / "recordings").exists()
+
+
+async def test_a_narrowband_call_is_recorded_at_its_wire_rate(make_app, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # 8 kHz on the wire: recorded at 8 kHz, the caller's side as it crossed the wire
+    # (before the service resampled it), the agent's as it was sent: nothing resampled.
+    narrow = 8000
+    app = await make_app(records_config(f"sqlite:///{tmp_path / 'calls.db'}", str(tmp_path), record=True))
+    caller = await RawCaller.dial(app, rate=narrow)
+    session = await only_session(app)
+    await caller.speak(2.0)
+    await eventually(lambda: caller.heard_bytes() >= 2 * narrow * 2, what="the whole echo")
+    await caller.hang_up()
+    await eventually(lambda: session.ended_at is not None, what="the end")
+    await settled(app)
+    pcm, rate = sf.read(tmp_path / "recordings" / f"{session.id}.wav", dtype="int16")
+    assert rate == narrow and pcm.shape[1] == 2
+    sig = probe_signal(narrow, 2.0)
+    caller_lag, caller_corr = best_match(pcm[:, 0], sig)
+    assert caller_corr > 0.99, caller_corr  # the very samples sent
+    agent = pcm[:, 1]
+    onset = int(np.argmax(np.abs(agent.astype(np.int32)) > 500))
+    assert 0 <= onset - caller_lag < narrow // 2
+    assert windowed_match(agent[onset : onset + 2 * narrow], sig, narrow) > 0.7

@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 AGENTS = ("assistant", "echo", "transcribe")
 RECORDINGS = "recordings"  # under data_dir: <session id>.wav
+RECORDING_RATE = 16000  # a wideband call's recording (a narrowband one keeps its wire rate)
 INBOUND_RATE = 16000
 
 # Endpointing per agent state: while the bot speaks, demand a longer onset before
@@ -199,12 +200,17 @@ class Runtime:
         media = traits.media
         stages: list[Any] = []
         quality: Quality = "fast" if self.config.resample == "fast" else "hq"
-        recording = self._recording(session)
+        # A narrowband call is recorded at its wire rate, the caller's side before it
+        # is resampled: both sides as they crossed the wire, with nothing to resample.
+        narrow = media.rate < INBOUND_RATE
+        recording = self._recording(session, media.rate if narrow else RECORDING_RATE)
         if not media.decoded:
             stages.append(Decode(media.codec, name="decode"))
+        if recording is not None and narrow:
+            stages.append(Tap(recording, CALLER, "record_caller", owns=True))
         if media.rate != INBOUND_RATE:
             stages.append(Resample(media.rate, INBOUND_RATE, quality, name="resample_in"))
-        if recording is not None:
+        if recording is not None and not narrow:
             stages.append(Tap(recording, CALLER, "record_caller", owns=True))
         stages += [vad, agent]
         if kind != "transcribe":
@@ -224,8 +230,8 @@ class Runtime:
         session.agent = agent
         return pipeline
 
-    def _recording(self, session: Session) -> CallRecording | None:
-        """The call's recording, if this call is recorded (``record``, ``record_agents``)."""
+    def _recording(self, session: Session, rate: int = 16000) -> CallRecording | None:
+        """The call's recording at ``rate``, if this call is recorded (``record``, ``record_agents``)."""
         cfg = self.config
         wanted = session.extra.get("record")  # asked for (or against) when the call was created
         if wanted is None:
@@ -234,7 +240,7 @@ class Runtime:
             return None
         path = Path(cfg.data_dir) / RECORDINGS / f"{session.id}.wav"
         # The records' recorder: one writer thread for every call (records/recording.py says why).
-        recording = StereoRecording(path, time.monotonic)
+        recording = StereoRecording(path, time.monotonic, rate=rate)
         session.extra["recording"] = recording
         return cast(CallRecording, recording)  # Tap takes any recording with put() and close()
 

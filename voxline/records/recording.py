@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 TICK = 0.25  # s between the writer's passes over the recordings
 SYNC = 0.4  # s of audio between header rewrites: HOLD + SYNC + TICK < 1 s lost to a crash
 _SFC_UPDATE_HEADER_NOW = 0x1060  # libsndfile sf_command: rewrite the header for the frames written
-_GROW = RATE  # samples the buffer grows by at least (amortised: not one concatenate per frame)
 
 
 class RecordingWriter:
@@ -90,14 +89,19 @@ def shared_writer() -> RecordingWriter:
 
 
 class StereoRecording:
-    def __init__(self, path: str | Path, clock: Callable[[], float], writer: RecordingWriter | None = None) -> None:
+    """``rate``: the recording's (the runtime gives a narrowband call's wire rate,
+    so neither side is resampled; anything else is resampled to it as it is placed)."""
+
+    def __init__(self, path: str | Path, clock: Callable[[], float], writer: RecordingWriter | None = None,
+                 rate: int = RATE) -> None:
         self.path = Path(path)
+        self.rate = rate
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.clock = clock  # the session's (the pipeline's, once it exists)
         self._t0: float | None = None
         self._caller_origin: float | None = None
         self._items: collections.deque[tuple[int, Audio]] = collections.deque()
-        self._file = sf.SoundFile(self.path, "w", samplerate=RATE, channels=2, subtype="PCM_16", format="WAV")
+        self._file = sf.SoundFile(self.path, "w", samplerate=rate, channels=2, subtype="PCM_16", format="WAV")
         self._sync_header()
         self.dropped = 0
         self.written = 0  # frames (sample pairs) on disk
@@ -106,7 +110,7 @@ class StereoRecording:
         self._closed = threading.Event()
         # The writer thread's state.
         self._base = 0  # sample index of _buf[0] on the recording's timeline
-        self._buf = np.zeros((_GROW, 2), np.int16)
+        self._buf = np.zeros((rate, 2), np.int16)  # grows by at least a second (amortised)
         self._len = 0  # samples of _buf in use
         self._ends = [0, 0]  # where each side's last frame ended
         self._resamplers: dict[tuple[int, int], Any] = {}
@@ -155,7 +159,7 @@ class StereoRecording:
                 if closing:
                     for side, rate in list(self._resamplers):
                         self._flush_resampler(side, rate)
-                self._write_ready(0 if closing else int(HOLD * RATE))
+                self._write_ready(0 if closing else int(HOLD * self.rate))
         except Exception as exc:  # a full disk ends the recording, never the call
             self.error = f"{type(exc).__name__}: {exc}"
             log.error("recording %s failed: %s", self.path, self.error)
@@ -199,15 +203,16 @@ class StereoRecording:
                 self._put_pcm(side, self._ends[side], tail)
 
     def _place(self, side: int, at: float, pcm: Any, rate: int) -> None:
-        if rate != RATE:
-            if (side, rate) in self._resamplers and int(round(at * RATE)) - self._ends[side] > SNAP * RATE:
+        own = self.rate
+        if rate != own:
+            if (side, rate) in self._resamplers and int(round(at * own)) - self._ends[side] > SNAP * own:
                 self._flush_resampler(side, rate)
             rs = self._resamplers.get((side, rate))
             if rs is None:
-                rs = self._resamplers[(side, rate)] = soxr.ResampleStream(rate, RATE, 1, dtype="int16")
+                rs = self._resamplers[(side, rate)] = soxr.ResampleStream(rate, own, 1, dtype="int16")
             pcm = rs.resample_chunk(np.asarray(pcm, np.int16))
-        start = int(round(at * RATE))
-        if abs(start - self._ends[side]) <= SNAP * RATE:
+        start = int(round(at * own))
+        if abs(start - self._ends[side]) <= SNAP * own:
             start = self._ends[side]
         self._put_pcm(side, start, pcm)
 
@@ -219,7 +224,7 @@ class StereoRecording:
             return
         need = end - base
         if need > len(self._buf):
-            grown = np.zeros((max(need, len(self._buf) + _GROW), 2), np.int16)
+            grown = np.zeros((max(need, len(self._buf) + self.rate), 2), np.int16)
             grown[: self._len] = self._buf[: self._len]
             self._buf = grown
         self._buf[start - base : end - base, side] = pcm[len(pcm) - (end - start) :]
@@ -238,14 +243,16 @@ class StereoRecording:
         self._buf[:rest] = self._buf[ready : self._len]
         self._buf[rest : self._len] = 0
         self._len = rest
-        if self._since_sync >= SYNC * RATE:
+        if self._since_sync >= SYNC * self.rate:
             self._sync_header()
             self._since_sync = 0
 
     def _sync_header(self) -> None:
-        self._file.flush()
+        # libsndfile writes through to the kernel at once (no buffer of its own), so
+        # after this the file on disk is whole for a process that dies (kill -9).
+        # SoundFile.flush() would fsync (power loss): a disk wait per call several
+        # times a second, which is not what a recording needs to survive a crash.
         sf._snd.sf_command(self._file._file, _SFC_UPDATE_HEADER_NOW, sf._ffi.NULL, 0)
-        self._file.flush()
 
 
 def _joined(pcms: list[Any]) -> Any:
