@@ -59,7 +59,7 @@ async def w2(n: int, vad: str, quality: str, record: bool, recorder: str = "reco
         def taps(i: int) -> tuple[Any, Any]:
             path = Path(tmp) / f"call{i}.wav"
             # As the runtime records a narrowband call: at its wire rate (the old recorder: 16 kHz).
-            rec = StereoRecording(path, time.monotonic, rate=8000) if recorder == "records" \
+            rec: Any = StereoRecording(path, time.monotonic, rate=8000) if recorder == "records" \
                 else CallRecording(path, time.monotonic)
             recordings.append(rec)
             return Tap(rec, CALLER, "record_caller", owns=True), Tap(rec, AGENT, "record_agent")
