@@ -102,7 +102,7 @@ class Assistant:
         self.errors: dict[str, int] = {}
         self.listener = Listener(
             stt, preroll=cfg.preroll, max_utterance=cfg.max_utterance, speculative=cfg.speculative,
-            deadlines=cfg.deadlines, tasks=self._tasks, perform=self._perform,
+            deadlines=cfg.deadlines, tasks=self._tasks, perform=self._perform, guard=cfg.guard,
         )
         self.speaker = Speaker(
             llm, tts, fallback_tts or tts, cfg, tasks=self._tasks, perform=self._perform, stage=self.name,
@@ -214,6 +214,8 @@ class Assistant:
                 self._log.warning("%s failed: %s", provider, error, extra={"turn_id": turn})
                 self._report(AgentEvent("error", turn, {"provider": provider, "error": str(error)}))
             case AgentEvent():
+                if action.kind == "transcript" and action.data.get("who") == "agent":
+                    self.listener.bot_spoke(str(action.data.get("text", "")))  # its echo is no caller turn
                 self._report(action)
             case _:
                 assert_never(action)

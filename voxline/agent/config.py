@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from voxline.providers.base import Deadlines
+from voxline.providers.stt.guard import GuardConfig
 
 from .prompts import APOLOGY, GREETING, REPAIR, SYSTEM_PROMPT
 
@@ -40,6 +41,9 @@ class AssistantConfig:
     # recogniser's interim results), so the prompt of the reply is mostly warm.
     prefill_interims: bool = True
     deadlines: Deadlines = field(default_factory=Deadlines)
+    # What makes a caller transcript invented (providers/stt/guard.py): the
+    # listener's tests of the turn's voiced length and of the bot's echo.
+    guard: GuardConfig = field(default_factory=GuardConfig)
     # Budgets per turn mark (seconds); see voxline.media.budget.
     budget_transcript: float = 0.40
     budget_first_token: float = 0.25

