@@ -44,9 +44,11 @@ def test_what_callers_say_is_not(text: str) -> None:
 
 
 def test_whispers_own_signals() -> None:
-    assert decode("hello", no_speech=0.9, logprob=-1.2).startswith("no speech")
-    assert decode("hello", no_speech=0.9, logprob=-0.2) == ""  # sure of its words: speech after all
-    assert decode("hello", no_speech=0.1, logprob=-2.0).startswith("unsure")
+    assert decode("hello", no_speech=0.7, logprob=-1.2).startswith("no speech")
+    assert decode("hello", no_speech=0.7, logprob=-0.2) == ""  # sure of its words: speech after all
+    assert decode("hello", no_speech=0.9, logprob=-0.2).startswith("no speech")  # past any doubt
+    assert decode("hello", no_speech=0.1, logprob=-2.5).startswith("unsure")
+    assert decode("hello", no_speech=0.1, logprob=-1.5) == ""
     assert decode("Monday, Monday, Monday, Monday", config=GuardConfig(enabled=False)) == ""
 
 
@@ -63,5 +65,10 @@ def test_turn_tests() -> None:
     assert judge_turn("what is two plus two", voiced_seconds=1.2, bot_said="", config=G) == ""
     assert judge_turn("yes", voiced_seconds=0.0, bot_said="", config=G) == ""
     assert judge_turn("what is the capital of France please", voiced_seconds=0.2, bot_said="", config=G)
+    # Over the bot's reply, a short transcript of its own words is its echo; after it, the caller's.
+    assert judge_turn("Hello?", voiced_seconds=0.5, bot_said="Hello! How can I help?", config=G, over_bot=True)
+    assert judge_turn("Hello?", voiced_seconds=0.5, bot_said="Hello! How can I help?", config=G) == ""
+    assert judge_turn("yes please", voiced_seconds=0.5, bot_said="Hello! How can I help?", config=G,
+                      over_bot=True) == ""
     # The caller repeats two of the bot's words: not an echo.
     assert judge_turn("Paris? Why Paris?", voiced_seconds=1.0, bot_said="The capital is Paris.", config=G) == ""

@@ -184,7 +184,7 @@ class Assistant:
     async def _on_speech_started(self, ev: SpeechStarted) -> None:
         self._turn = ev.turn
         self._report(AgentEvent("state", ev.turn, {"caller": "speaking"}))
-        await self.listener.started(ev)
+        await self.listener.started(ev, over_bot=self.machine.state is State.SPEAKING)
         self._apply(self.machine.handle(Event.SPEECH_STARTED))
 
     async def _on_speech_ended(self, ev: SpeechEnded) -> None:

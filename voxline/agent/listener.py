@@ -96,6 +96,7 @@ class Listener:
         self.guard = guard or GuardConfig()
         self._bot_said: collections.deque[str] = collections.deque(maxlen=BOT_SAID_KEPT)
         self._turn = 0
+        self._over_bot = False  # the current turn began while the bot's reply played
         self._voiced = (0, 0)  # (onset pts, end pts) of the current or last turn, in samples
         self.rejected: dict[str, int] = {}  # transcripts not handed on, by the guard's first word
 
@@ -130,10 +131,12 @@ class Listener:
             return
         await self._send(frame.pcm)
 
-    async def started(self, ev: SpeechStarted) -> None:
+    async def started(self, ev: SpeechStarted, *, over_bot: bool = False) -> None:
+        """The caller started speaking; ``over_bot``: while the bot's reply played."""
         if self._rec is None:
             await self.open()
         self._listening = True
+        self._over_bot = over_bot
         self._turn = ev.turn
         self._voiced = (ev.pts, ev.pts)
         self._sent = 0
@@ -269,7 +272,7 @@ class Listener:
         counted, and handed on with no words."""
         reason = result.rejected or judge_turn(
             result.text, voiced_seconds=self.voiced_seconds(), bot_said=" ".join(self._bot_said),
-            config=self.guard,
+            config=self.guard, over_bot=self._over_bot,
         )
         if not reason:
             return result

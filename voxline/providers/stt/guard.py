@@ -60,8 +60,14 @@ class GuardConfig:
     # Whisper's own no-speech rule (faster-whisper's defaults): both must hold.
     no_speech_prob: float = 0.6
     no_speech_logprob: float = -1.0
-    # Below this mean token log-probability the decoder was guessing.
-    min_avg_logprob: float = -1.5
+    # Above this no-speech probability, the decode is rejected however sure of
+    # its words it is. Measured (benchmarks.quality's clips, tiny.en, 16 kHz and
+    # G.711): real and synthetic speech at most 0.69; ring-back and chords
+    # ("Beep Beep Beep", "Thank you.") 0.86 and more.
+    max_no_speech_prob: float = 0.8
+    # Below this mean token log-probability the decoder was guessing (real
+    # speech on those clips: -1.45 at the lowest; tones -1.7 to -2.2).
+    min_avg_logprob: float = -2.0
     # Whisper's own threshold for a repetitive decode (gzip ratio of the text).
     max_compression_ratio: float = 2.4
     # The same word this many times in a row, or a phrase of 2-8 words this many
@@ -114,6 +120,8 @@ def judge_decode(
     if no_speech_prob is not None and avg_logprob is not None:
         if no_speech_prob > c.no_speech_prob and avg_logprob < c.no_speech_logprob:
             return f"no speech (p={no_speech_prob:.2f}, logprob {avg_logprob:.2f})"
+    if no_speech_prob is not None and no_speech_prob > c.max_no_speech_prob:
+        return f"no speech (p={no_speech_prob:.2f})"
     if avg_logprob is not None and avg_logprob < c.min_avg_logprob:
         return f"unsure decode (logprob {avg_logprob:.2f})"
     ws = words(text)
@@ -140,9 +148,16 @@ def echo_overlap(heard: list[str], said: list[str]) -> float:
     return row[-1] / len(heard)
 
 
-def judge_turn(text: str, *, voiced_seconds: float, bot_said: str, config: GuardConfig) -> str:
+def judge_turn(
+    text: str, *, voiced_seconds: float, bot_said: str, config: GuardConfig, over_bot: bool = False
+) -> str:
     """Why a caller turn's transcript is not what the caller said, from what the
-    VAD measured and what the bot said just before; "" if nothing says so."""
+    VAD measured and what the bot said just before; "" if nothing says so.
+
+    ``over_bot``: the speech began while the bot's reply was playing. Then a
+    transcript of fewer than ``min_echo_words`` words is an echo too if every one
+    of them is in what the bot said ("Hello?" from "Hello! How can I help?");
+    said after the bot finished, such words are the caller's ("yes")."""
     if not config.enabled or not text.strip():
         return ""
     c = config
@@ -153,8 +168,8 @@ def judge_turn(text: str, *, voiced_seconds: float, bot_said: str, config: Guard
     limit = c.words_slack + c.max_words_per_second * max(0.0, voiced_seconds)
     if len(ws) > limit:
         return f"{len(ws)} words in {voiced_seconds:.2f}s of speech"
-    if len(ws) >= c.min_echo_words and bot_said:
+    if bot_said and (len(ws) >= c.min_echo_words or over_bot):
         share = echo_overlap(ws, words(bot_said))
-        if share >= c.echo_share:
+        if share >= (c.echo_share if len(ws) >= c.min_echo_words else 1.0):
             return f"echo of the bot's own words ({share:.0%})"
     return ""
