@@ -275,10 +275,11 @@ async def part_answers(h: Harness, speech: dict[str, dict[str, np.ndarray]], spe
     for rate, line in (("16k", lambda a: a), ("8k_ulaw", phone)):
         for voice, clips in speech.items():
             for text, expect in QUESTIONS[: h.questions]:
-                events, *_ = await h.call(script(lead, line(clips[text]), tail=15.0), speed=speed,
+                events, *_ = await h.call(script(lead, line(clips[text]), tail=20.0 * speed), speed=speed,
                                           until=lambda ev, _: bool(agent_replies(ev)))
                 reply = " ".join(agent_replies(events))
                 rows.append({"rate": rate, "voice": voice, "question": text, "heard": " ".join(caller_finals(events)),
+                             "errors": [e.data for e in events if e.kind == "error"],
                              "rejected": [e.data["text"] for e in events if e.kind == "rejected"],
                              "reply": reply, "ok": answered(reply, expect)})
                 mark = "ok " if rows[-1]["ok"] else "BAD"
@@ -290,6 +291,7 @@ async def part_answers(h: Harness, speech: dict[str, dict[str, np.ndarray]], spe
         out[rate] = {"asked": len(sub), "right": sum(r["ok"] for r in sub),
                      "right_pct": round(100 * sum(r["ok"] for r in sub) / max(1, len(sub)), 1),
                      "by_voice": {v: sum(r["ok"] for r in sub if r["voice"] == v) for v in speech}}
+    out["no_reply"] = sum(1 for r in rows if not r["reply"])  # nothing said in 20 s (or a provider failed)
     out["wrong"] = [r for r in rows if not r["ok"]]
     return out
 

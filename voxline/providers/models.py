@@ -113,7 +113,7 @@ class ModelFile:
 @dataclass(frozen=True, slots=True)
 class ModelSpec:
     name: str
-    kind: Literal["stt", "llm", "tts"]
+    kind: Literal["stt", "llm", "tts", "turn"]
     packages: tuple[str, ...]  # pinned requirements
     files: tuple[ModelFile, ...]
     # What resolve() returns, relative to the folder holding the files; "" for
@@ -230,6 +230,21 @@ MODELS: tuple[ModelSpec, ...] = (
         # (qwen2 architecture): the Coder instruct variant, not plain Instruct.
         aliases=("qwen2.5-0.5b-instruct", "qwen2.5-coder-0.5b", "qwen"),
         licence="Apache-2.0",
+    ),
+    ModelSpec(
+        name="smart-turn-v3.2",
+        kind="turn",
+        packages=("pipecat-ai==1.14.0",),
+        files=_pkg(
+            "pipecat",
+            (("smart-turn-v3.2-cpu.onnx", "2bb026316b14a660486a75b1733cd3fbab8c2fd0314dc9af7be49f8cca967e4f", 8679182),),
+            "audio/turn/smart_turn/data",
+        ),
+        entry="smart-turn-v3.2-cpu.onnx",
+        aliases=("smart-turn",),
+        no_deps=True,  # the one file is wanted; pipecat itself is never imported
+        licence="BSD-2-Clause",
+        note="end-of-turn classifier (Daily's Smart Turn v3.2), whisper log-mel input",
     ),
     ModelSpec(
         name="smollm2-135m-instruct-q4_1",
