@@ -57,6 +57,7 @@ from voxline.control.runtime import Runtime
 from voxline.control.session import SessionRegistry
 from voxline.media.frames import Audio, Frame
 from voxline.media.resample import resample_chunk
+from voxline.providers.base import ProviderError
 
 from .common import new_parser, run_main
 from .stt import errors, librivox
@@ -454,7 +455,19 @@ async def part_turn_model(speech: dict[str, dict[str, np.ndarray]], questions: i
     return out
 
 
-async def part_llm(models: list[str], prompt: str, runs: int) -> dict[str, Any]:
+# Questions as whisper tiny.en misheard them through G.711 (benchmarks.quality
+# runs): a voice assistant should still answer, or say it did not understand.
+MISHEARD: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("What is the capital on France?", ("paris",)),
+    ("who wrote Romito and Juliet.", ("shakespeare",)),
+    ("How many days are every week?", ("seven",)),
+    ("What gas do people breathe into live?", ("oxygen",)),
+    ("in two plus two.", ("four",)),
+    ("What is the capital and friends?", ("paris", "repeat", "sorry", "understand", "catch")),
+)
+
+
+async def part_llm(models: list[str], prompt: str, runs: int, temperature: float | None) -> dict[str, Any]:
     """Each candidate LLM on the questions as text (what a perfect recogniser hears),
     with the service's system prompt and sampling: right answers, time to the
     first token and to the whole answer, the answer's length."""
@@ -467,19 +480,25 @@ async def part_llm(models: list[str], prompt: str, runs: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in models:
         llm = LlamaLLM(LlamaConfig(model=LLAMA_MODELS.get(name, name), max_tokens=defaults.max_tokens,
-                                   temperature=defaults.temperature, n_threads=defaults.threads,
+                                   temperature=defaults.temperature if temperature is None else temperature,
+                                   n_threads=defaults.threads,
                                    burst_threads=defaults.burst_threads or None))
         await llm.load()
-        right, first, whole, lengths, wrong = 0, [], [], [], []
+        await llm.warm(prompt)  # as the service does at start
+        right, first, whole, lengths, wrong, failed = 0, [], [], [], [], 0
         for _ in range(runs):
-            for text, expect in QUESTIONS:
+            for text, expect in QUESTIONS + MISHEARD:
                 started = time.perf_counter()
-                pieces = []
-                async for piece in llm.stream([{"role": "system", "content": prompt},
-                                               {"role": "user", "content": text}]):
-                    if not pieces:
-                        first.append(time.perf_counter() - started)
-                    pieces.append(piece)
+                pieces: list[str] = []
+                try:
+                    async for piece in llm.stream([{"role": "system", "content": prompt},
+                                                   {"role": "user", "content": text}]):
+                        if not pieces:
+                            first.append(time.perf_counter() - started)
+                        pieces.append(piece)
+                except ProviderError as exc:  # a missed deadline is a wrong answer, and counted
+                    failed += 1
+                    print(f"llm {name}: {exc}", flush=True)
                 whole.append(time.perf_counter() - started)
                 reply = "".join(pieces).strip()
                 lengths.append(len(words(reply)))
@@ -487,11 +506,11 @@ async def part_llm(models: list[str], prompt: str, runs: int) -> dict[str, Any]:
                     right += 1
                 else:
                     wrong.append({"question": text, "reply": reply})
-        asked = runs * len(QUESTIONS)
+        asked = runs * len(QUESTIONS + MISHEARD)
         out[name] = {"asked": asked, "right": right, "right_pct": round(100 * right / asked, 1),
-                     "first_token_ms_p50": round(statistics.median(first) * 1000, 1),
+                     "first_token_ms_p50": round(statistics.median(first) * 1000, 1) if first else None,
                      "answer_ms_p50": round(statistics.median(whole) * 1000, 1),
-                     "words_p50": statistics.median(lengths), "wrong": wrong}
+                     "words_p50": statistics.median(lengths), "failed": failed, "wrong": wrong}
         print(f"llm {name}: {right}/{asked} right, first token p50 {out[name]['first_token_ms_p50']} ms, "
               f"answer p50 {out[name]['answer_ms_p50']} ms, {out[name]['words_p50']} words", flush=True)
         close = getattr(llm, "close", None)
@@ -505,10 +524,12 @@ async def part_llm(models: list[str], prompt: str, runs: int) -> dict[str, Any]:
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     parts = [p for p in args.parts.split(",") if p]
     if parts == ["llm"]:  # text only: no service, no voices
-        from voxline.agent.prompts import SYSTEM_PROMPT
+        from voxline.agent import prompts
 
         models = [m for m in args.llm_models.split(",") if m]
-        return {"benchmark": "quality", "llm": await part_llm(models, SYSTEM_PROMPT, args.runs)}
+        prompt = getattr(prompts, args.prompt) if args.prompt else prompts.SYSTEM_PROMPT
+        return {"benchmark": "quality", "prompt": prompt,
+                "llm": await part_llm(models, prompt, args.runs, args.temperature)}
     overrides: dict[str, Any] = {"greet": False, "vad": "silero", "records": False}
     if args.stt_model:
         overrides["providers.stt.model"] = args.stt_model
@@ -581,6 +602,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--llm-models", default="qwen2.5-0.5b-instruct",
                         help="--parts llm: the GGUF models to compare (comma list)")
     parser.add_argument("--runs", type=int, default=1, help="--parts llm: passes over the questions")
+    parser.add_argument("--temperature", type=float, default=None, help="--parts llm: sampling temperature")
+    parser.add_argument("--prompt", default="", help="--parts llm: a prompt's name in voxline.agent.prompts")
     parser.add_argument("--questions", type=int, default=0, help="the first N questions only (0: all)")
     parser.add_argument("--paused", type=int, default=0, help="the first N paused questions only (0: all)")
     parser.add_argument("--seconds", type=float, default=60.0, help="of each hallucination source")
