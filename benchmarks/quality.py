@@ -402,8 +402,9 @@ async def part_turns(h: Harness) -> dict[str, Any]:
             early = [t for t in starts if t_a < t < t_b]
             late = [t for t in starts if t >= t_b]
             asked = [m["content"] for m in agent.conversation.history() if m["role"] == "user"]
-            # Both halves answered: the second's word and the first's last word.
-            half = not asked or not {word, words(first)[-1]} <= set(words(asked[-1]))
+            # Both halves answered: the answered words are not short of one half
+            # (counted in words, so a misheard word is not taken for a lost half).
+            half = not asked or len(words(asked[-1])) < 0.75 * len(words(f"{first} {second}"))
             rows.append({"question": f"{first} ... {second}", "pause_s": pause, "cut_off": bool(early) or half,
                          "reply_before_caller_finished": bool(early), "answered_half": half,
                          "answered": asked[-1] if asked else "",
