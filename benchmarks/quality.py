@@ -210,7 +210,7 @@ class Harness:
     async def call(
         self, audio: Callable[[int, list[tuple[float, np.ndarray]]], np.ndarray | None], *,
         speed: float, until: Callable[[list[Any], list[tuple[float, np.ndarray]]], bool] | None = None,
-        greet: bool = False,
+        greet: bool = False, min_frames: int = 0,
     ) -> tuple[list[Any], list[tuple[float, np.ndarray]], dict[int, float], Any]:
         """One call: ``audio(k, heard)`` gives caller frame k (None: hang up);
         returns the call's agent events, the reply audio heard (time, pcm),
@@ -241,7 +241,7 @@ class Harness:
                 sent[k] = time.monotonic()
                 wire.port.receive(Audio(pcm, RATE, k * FRAME, sent[k]))
                 k += 1
-                if until is not None and until(events, heard):
+                if until is not None and k >= min_frames and until(events, heard):
                     break
         finally:
             agent = session.agent
@@ -396,11 +396,12 @@ async def part_turns(h: Harness) -> dict[str, Any]:
             events, heard, sent, agent = await h.call(
                 script(audio, tail=8.0), speed=1.0,
                 until=lambda ev, hd: bool(agent_replies(ev)) and bool(onsets(hd)),
+                min_frames=end_b + 1,  # the whole question is sent, whatever was answered before it ended
             )
             t_a, t_b = sent.get(end_a - 1, 0.0) + 0.02, sent.get(end_b - 1, 0.0) + 0.02
             starts = onsets(heard)
             early = [t for t in starts if t_a < t < t_b]
-            late = [t for t in starts if t >= t_b]
+            late = [t for t in starts if t >= t_b]  # the first reply begun after the caller finished
             asked = [m["content"] for m in agent.conversation.history() if m["role"] == "user"]
             # Both halves answered: the answered words are not short of one half
             # (counted in words, so a misheard word is not taken for a lost half).
