@@ -82,7 +82,8 @@ def features(audio: PCM) -> np.ndarray:
     mel = np.maximum(1e-10, _mel_filters() @ power.T)
     log_spec = np.log10(mel)[:, :-1]
     log_spec = np.maximum(log_spec, log_spec.max() - 8.0)
-    return ((log_spec + 4.0) / 4.0).astype(np.float32)[None]
+    out: np.ndarray = ((log_spec + 4.0) / 4.0).astype(np.float32)[None]
+    return out
 
 
 class SmartTurn:
@@ -141,10 +142,10 @@ class SmartTurn:
             log.debug("smart turn not admitted: %s", exc)
             self.stats["late"] += 1
             return None
-        waiter = asyncio.ensure_future(asyncio.shield(future))
-        timer = asyncio.ensure_future(self._clock.sleep_until(start + limit))
+        waiter: asyncio.Future[Any] = asyncio.ensure_future(asyncio.shield(future))
+        timer: asyncio.Future[Any] = asyncio.ensure_future(self._clock.sleep_until(start + limit))
         try:
-            await asyncio.wait({waiter, timer}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([waiter, timer], return_when=asyncio.FIRST_COMPLETED)
         finally:
             timer.cancel()
         if not waiter.done():
