@@ -41,11 +41,11 @@ class AssistantConfig:
     # recogniser's interim results), so the prompt of the reply is mostly warm.
     prefill_interims: bool = True
     deadlines: Deadlines = field(default_factory=Deadlines)
-    # What makes a caller transcript invented (providers/stt/guard.py): the
-    # listener's tests of the turn's voiced length and of the bot's echo.
-    guard: GuardConfig = field(default_factory=GuardConfig)
     # Budgets per turn mark (seconds); see voxline.media.budget.
     budget_transcript: float = 0.40
     budget_first_token: float = 0.25
     budget_first_sentence: float = 0.25
     budget_first_tts_audio: float = 0.15
+    # What makes a caller transcript invented (providers/stt/guard.py): the
+    # listener's tests of the turn's voiced length and of the bot's echo.
+    guard: GuardConfig = field(default_factory=GuardConfig)
