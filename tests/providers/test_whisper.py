@@ -140,7 +140,7 @@ async def test_short_turns_decode_in_a_short_window_as_in_the_full_one(speech_di
         short, whole = (await transcribe(windowed, audio)).text, (await transcribe(full, audio)).text
         assert len(words(whole)) >= 4, whole
         assert wer(words(whole), words(short)) <= 0.1, (short, whole)
-    assert windowed.stats == {"windowed": len(clips), "full": 0, "full_retries": 0}
+    assert windowed.stats == {"windowed": len(clips), "full": 0, "full_retries": 0, "rejected": 0}
     assert full.stats["full"] == len(clips) and full.stats["windowed"] == 0
 
 
@@ -149,11 +149,11 @@ async def test_the_window_grows_with_the_turn_up_to_whisper_s_own(speech_dir: Pa
     clips = librivox(speech_dir)
     ten = np.concatenate(clips[:2])  # 10.1 s: a 13 s window
     heard = set(words((await transcribe(windowed, ten)).text))
-    assert windowed.stats == {"windowed": 1, "full": 0, "full_retries": 0}
+    assert windowed.stats == {"windowed": 1, "full": 0, "full_retries": 0, "rejected": 0}
     assert {"john", "dashwood", "leisure", "prudently", "he", "was", "not", "young", "man"} <= heard, heard
     long = np.concatenate([*clips, goforward(speech_dir)])  # 27.5 s and the tail: 30 s
     result = await transcribe(windowed, long)
-    assert windowed.stats == {"windowed": 1, "full": 1, "full_retries": 0}
+    assert windowed.stats == {"windowed": 1, "full": 1, "full_retries": 0, "rejected": 0}
     assert {"john", "dashwood", "selfish", "amiable", "himself"} <= set(words(result.text)), result.text
 
 
@@ -167,7 +167,7 @@ async def test_a_decode_that_loops_in_a_tight_window_is_decoded_again_in_full(
     monkeypatch.setattr(whisper, "TAIL_FRAMES", 100)
     stt = WhisperSTT(WhisperConfig(window_seconds=1.0, beam_size=1))
     result = await transcribe(stt, goforward(speech_dir))
-    assert stt.stats == {"windowed": 0, "full": 1, "full_retries": 1}
+    assert stt.stats == {"windowed": 0, "full": 1, "full_retries": 1, "rejected": 0}
     assert words(result.text) == ["go", "forward", "ten", "meters"], result.text
 
 
@@ -191,7 +191,7 @@ async def test_a_windowed_decode_that_repeats_itself_is_decoded_again_in_full(
     real = tokenizer.decode
     monkeypatch.setattr(tokenizer, "decode", lambda tokens: (real(tokens) + " ") * 2)  # as the loop reads
     result = await transcribe(stt, goforward(speech_dir))
-    assert stt.stats == {"windowed": 0, "full": 1, "full_retries": 1}
+    assert stt.stats == {"windowed": 0, "full": 1, "full_retries": 1, "rejected": 0}
     assert words(result.text) == ["go", "forward", "ten", "meters"], result.text
 
 
@@ -340,3 +340,24 @@ async def test_missing_model_is_a_permanent_provider_error(tmp_path: Path) -> No
         await stt.open(Deadlines())
     assert not info.value.retryable
     assert "no-such-model" in str(info.value)
+
+
+async def test_real_speech_passes_the_guard(speech_dir: Path) -> None:
+    stt = WhisperSTT()
+    for audio in [goforward(speech_dir), *librivox(speech_dir)]:
+        result = await transcribe(stt, audio)
+        assert result.rejected == "" and len(words(result.text)) >= 4, result
+    assert stt.stats["rejected"] == 0
+
+
+async def test_a_decode_that_repeats_a_word_is_rejected_and_kept_aside(
+    speech_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stt = WhisperSTT()
+    await stt.load()
+    assert stt._shared is not None
+    monkeypatch.setattr(stt._shared.tokenizer, "decode", lambda tokens: "Monday, Monday, Monday, Monday, Monday,")
+    result = await transcribe(stt, goforward(speech_dir))
+    assert result.final and result.text == ""
+    assert result.heard == "Monday, Monday, Monday, Monday, Monday," and "repetition" in result.rejected
+    assert stt.stats["rejected"] == 1

@@ -108,7 +108,7 @@ class Assistant:
         self.errors: dict[str, int] = {}
         self.listener = Listener(
             stt, preroll=cfg.preroll, max_utterance=cfg.max_utterance, speculative=cfg.speculative,
-            deadlines=cfg.deadlines, tasks=self._tasks, perform=self._perform,
+            deadlines=cfg.deadlines, tasks=self._tasks, perform=self._perform, guard=cfg.guard,
         )
         self.speaker = Speaker(
             llm, tts, fallback_tts or tts, cfg, tasks=self._tasks, perform=self._perform, stage=self.name,
@@ -191,7 +191,7 @@ class Assistant:
     async def _on_speech_started(self, ev: SpeechStarted) -> None:
         self._turn = ev.turn
         self._report(AgentEvent("state", ev.turn, {"caller": "speaking"}))
-        await self.listener.started(ev)
+        await self.listener.started(ev, over_bot=self.machine.state is State.SPEAKING)
         self._apply(self.machine.handle(Event.SPEECH_STARTED))
 
     async def _on_speech_ended(self, ev: SpeechEnded) -> None:
@@ -221,6 +221,8 @@ class Assistant:
                 self._log.warning("%s failed: %s", provider, error, extra={"turn_id": turn})
                 self._report(AgentEvent("error", turn, {"provider": provider, "error": str(error)}))
             case AgentEvent():
+                if action.kind == "transcript" and action.data.get("who") == "agent":
+                    self.listener.bot_spoke(str(action.data.get("text", "")))  # its echo is no caller turn
                 self._report(action)
             case _:
                 assert_never(action)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from voxline.providers.base import Deadlines
+from voxline.providers.stt.guard import GuardConfig
 
 from .prompts import APOLOGY, GREETING, REPAIR, SYSTEM_PROMPT
 
@@ -52,3 +53,6 @@ class AssistantConfig:
     budget_first_token: float = 0.25
     budget_first_sentence: float = 0.25
     budget_first_tts_audio: float = 0.15
+    # What makes a caller transcript invented (providers/stt/guard.py): the
+    # listener's tests of the turn's voiced length and of the bot's echo.
+    guard: GuardConfig = field(default_factory=GuardConfig)

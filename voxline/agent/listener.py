@@ -18,6 +18,14 @@ one costs a decode (~0.1 s of CPU), not accuracy. A streaming recogniser
 The ``Listener`` is the caller's side of the ``Assistant``: what it has to say
 (a result, a failure) it hands on as actions (actions.py), from the task that
 reads the recogniser.
+
+Invented turns: a final transcript is judged before it is handed on
+(providers/stt/guard.py). The recogniser judges its own decode; here it is
+judged against the turn's voiced length (from the VAD's onset to its end: more
+words than that speech can carry are invented) and against what the bot said
+just before (``bot_spoke``: its own voice heard back). A rejected transcript is
+reported as a ``rejected`` event, counted in ``rejected``, and handed on with no
+words, so the turn machine treats it as a cough: nothing is answered.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 
 import numpy as np
 
@@ -35,15 +44,19 @@ from voxline.providers.base import (
     ProviderError,
     Recognition,
     SpeechToText,
+    Transcription,
 )
+from voxline.providers.stt.guard import GuardConfig, judge_turn
 
 from .actions import Perform, RecognitionFailed, Transcribed
+from .events import AgentEvent
 from .tasks import TaskSet
 
 __all__ = ["Listener"]
 
 ONSET_MARGIN = 0.1  # seconds of audio before the VAD's onset that go to the recogniser
 RESUME_MARGIN = 0.05  # seconds kept after the end of speech that resumed after a pause
+BOT_SAID_KEPT = 2  # the bot's latest utterances an echo is compared with
 
 
 class Listener:
@@ -57,6 +70,7 @@ class Listener:
         deadlines: Deadlines,
         tasks: TaskSet,
         perform: Perform,
+        guard: GuardConfig | None = None,
     ) -> None:
         self.stt = stt
         self.rate = stt.sample_rate
@@ -79,6 +93,12 @@ class Listener:
         self._resent = False  # the utterance was sent again since the last finalize
         self._replaces: collections.deque[bool] = collections.deque()  # per pending finalize
         self.too_long = 0  # frames not sent: the utterance passed max_utterance
+        self.guard = guard or GuardConfig()
+        self._bot_said: collections.deque[str] = collections.deque(maxlen=BOT_SAID_KEPT)
+        self._turn = 0
+        self._over_bot = False  # the current turn began while the bot's reply played
+        self._voiced = (0, 0)  # (onset pts, end pts) of the current or last turn, in samples
+        self.rejected: dict[str, int] = {}  # transcripts not handed on, by the guard's first word
 
     @property
     def connected(self) -> bool:
@@ -111,10 +131,14 @@ class Listener:
             return
         await self._send(frame.pcm)
 
-    async def started(self, ev: SpeechStarted) -> None:
+    async def started(self, ev: SpeechStarted, *, over_bot: bool = False) -> None:
+        """The caller started speaking; ``over_bot``: while the bot's reply played."""
         if self._rec is None:
             await self.open()
         self._listening = True
+        self._over_bot = over_bot
+        self._turn = ev.turn
+        self._voiced = (ev.pts, ev.pts)
         self._sent = 0
         self._utterance = []
         self._held, self._paused_at = [], None
@@ -142,6 +166,7 @@ class Listener:
         return self._paused_at is not None and ev.pts > self._paused_at
 
     async def ended(self, ev: SpeechEnded) -> None:
+        self._voiced = (self._voiced[0], max(self._voiced[0], ev.pts))
         if self._paused_at is not None:
             # Speech after the speculative pause goes to the recogniser; silence does not.
             resumed = self.resumed(ev)
@@ -222,11 +247,40 @@ class Listener:
         try:
             async for result in rec.results():
                 replaces = bool(result.final and self._replaces and self._replaces.popleft())
+                if result.final:
+                    result = self._judge(result)
                 self._perform(Transcribed(result, replaces))
         except asyncio.CancelledError:
             raise
         except (ProviderError, TimeoutError, OSError) as exc:
             self.fail(exc)
+
+    def bot_spoke(self, text: str) -> None:
+        """The bot said ``text`` (a reply, a greeting): its echo is not a caller turn."""
+        if text.strip():
+            self._bot_said.append(text)
+
+    def voiced_seconds(self) -> float:
+        """The turn's span from the VAD's onset to its end (to now while it speaks)."""
+        start, end = self._voiced
+        if self._listening:
+            end = max(end, self._last[0])
+        return max(0, end - start) / self.rate
+
+    def _judge(self, result: Transcription) -> Transcription:
+        """A final the recogniser or the turn's own measures reject: reported,
+        counted, and handed on with no words."""
+        reason = result.rejected or judge_turn(
+            result.text, voiced_seconds=self.voiced_seconds(), bot_said=" ".join(self._bot_said),
+            config=self.guard, over_bot=self._over_bot,
+        )
+        if not reason:
+            return result
+        heard = result.heard or result.text
+        key = reason.split(" ", 1)[0]
+        self.rejected[key] = self.rejected.get(key, 0) + 1
+        self._perform(AgentEvent("rejected", self._turn, {"text": heard, "reason": reason, "who": "caller"}))
+        return dataclasses.replace(result, text="", rejected=reason, heard=heard)
 
     async def _close(self, rec: Recognition) -> None:
         with contextlib.suppress(Exception):

@@ -69,6 +69,10 @@ class TurnMachine:
         self.paused = False  # a reply is paused by caller speech, not yet cancelled
         self.replying = False  # a reply (LLM/TTS) is under way or playing
         self.pending_text = ""  # caller words not yet answered
+        self.answering = ""  # the caller words the reply under way answers
+        # Words of an earlier turn whose reply was dropped unheard (the caller
+        # went on): answered with this turn's; a re-decode of this turn keeps them.
+        self.carried = ""
         self.ignored: dict[str, int] = {}
         self.transitions = 0
 
@@ -114,7 +118,9 @@ class TurnMachine:
     def _transcript(self, text: str) -> Step:
         said = _join(self.pending_text, text)
         if said:
-            self.pending_text = ""
+            said = _join(self.carried, said)
+            self.pending_text = self.carried = ""
+            self.answering = said
             actions: list[tuple[Action, str]] = []
             if self.paused or self.replying:
                 actions.append((Action.CANCEL_REPLY, ""))
@@ -130,11 +136,15 @@ class TurnMachine:
         return Step(self.state if self.replying else State.LISTENING)
 
     def _caller_interrupts_thinking(self, _: str) -> Step:
-        # The caller goes on before the bot said anything: drop the reply in the
-        # making and answer everything once they finish.
+        # The caller goes on before the bot said anything (a pause mid-sentence
+        # longer than the hangover): drop the reply in the making and answer
+        # everything once they finish, the words it answered included, since
+        # the caller heard none of it.
         actions: list[tuple[Action, str]] = []
         if self.replying:
             actions.append((Action.CANCEL_REPLY, ""))
+            self.carried = _join(self.carried, self.answering)
+        self.answering = ""
         return Step(State.CALLER_SPEAKING, actions)
 
     def _barge_in(self, _: str) -> Step:

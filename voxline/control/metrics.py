@@ -247,6 +247,9 @@ class Metrics:
         self.provider_errors = Counter(
             "voxline_provider_errors", "Provider failures reported by agents", ["provider"], registry=r
         )
+        self.transcripts_rejected = Counter(
+            "voxline_transcripts_rejected", "Caller transcripts judged invented and not answered", registry=r
+        )
         self.http_malformed = Counter(
             "voxline_http_malformed_requests", "Requests aiohttp could not parse (answered 400, not logged)",
             registry=r,
@@ -268,6 +271,8 @@ class Metrics:
                 self._latency(event.data)
             elif event.kind == "error":
                 self.provider_errors.labels(self._provider(event.data.get("provider"))).inc()
+            elif event.kind == "rejected":
+                self.transcripts_rejected.inc()
         except Exception:  # metrics must never break a call
             log.exception("observing %s failed", event.kind, extra={"session_id": session.id, "turn_id": event.turn})
 

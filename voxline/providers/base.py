@@ -83,6 +83,10 @@ class Transcription:
     # Seconds of audio the result covers, where the engine says.
     start: float | None = None
     end: float | None = None
+    # Not the caller's words (see stt/guard.py): why, and the text rejected;
+    # ``text`` is then empty, so nothing answers it.
+    rejected: str = ""
+    heard: str = ""
 
 
 class Message(TypedDict):

