@@ -50,7 +50,7 @@ class LiveCall:
 
     async def speak(self, turn: int) -> None:
         self.pipe.push(SpeechStarted(self.pts, RATE, asyncio.get_running_loop().time(), turn))
-        for _ in range(10):
+        for _ in range(50):  # 1 s: long enough to have said the scripted words (the guard checks)
             self.pipe.push(Audio(np.full(320, 300, np.int16), RATE, self.pts, asyncio.get_running_loop().time(), turn))
             self.pts += 320
             await asyncio.sleep(0.02)

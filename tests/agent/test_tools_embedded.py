@@ -48,10 +48,10 @@ async def test_asked_to_hang_up_the_embedded_model_ends_the_call() -> None:
     try:
         loop = asyncio.get_running_loop()
         pipe.push(SpeechStarted(0, RATE, loop.time(), 1))
-        for i in range(10):
+        for i in range(75):  # 1.5 s: long enough to have said the scripted words (the guard checks)
             pipe.push(Audio(np.full(320, 300, np.int16), RATE, i * 320, loop.time(), 1))
             await asyncio.sleep(0.02)
-        pipe.push(SpeechEnded(3200, RATE, 0.0, loop.time(), 1))
+        pipe.push(SpeechEnded(75 * 320, RATE, 0.0, loop.time(), 1))
         async with asyncio.timeout(120):
             while session.state is not SessionState.ENDED:
                 await asyncio.sleep(0.05)

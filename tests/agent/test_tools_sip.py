@@ -70,10 +70,10 @@ async def test_the_agent_transfers_a_sip_call_and_the_record_says_so(chat: Scrip
             # The caller's turn, as the VAD would report it (non-audio frames pass the codec and VAD stages).
             pipe, now = session.pipeline, asyncio.get_running_loop().time
             pipe.push(SpeechStarted(0, 16000, now(), 1))
-            for i in range(10):
+            for i in range(75):  # 1.5 s: long enough to have said the scripted words (the guard checks)
                 pipe.push(Audio(np.full(160, 300, np.int16), 8000, i * 160, now(), 1))
                 await asyncio.sleep(0.02)
-            pipe.push(SpeechEnded(1600, 16000, 0.0, now(), 1))
+            pipe.push(SpeechEnded(75 * 320, 16000, 0.0, now(), 1))
             states = []
             for want in ("referring", "accepted", "transferred"):
                 ev = await event(session, "transfer", lambda d, w=want: d["state"] == w, 20.0)
