@@ -41,7 +41,6 @@ __all__ = ["StereoRecording", "RecordingWriter", "shared_writer", "TICK"]
 log = logging.getLogger(__name__)
 
 TICK = 0.25  # s between the writer's passes over the recordings
-YIELD = 0.001  # s of writing after which the writer hands the GIL back to the event loop
 SYNC = 0.4  # s of audio between header rewrites: HOLD + SYNC + TICK < 1 s lost to a crash
 _SFC_UPDATE_HEADER_NOW = 0x1060  # libsndfile sf_command: rewrite the header for the frames written
 
@@ -72,17 +71,11 @@ class RecordingWriter:
             self._wake.clear()
             with self._lock:
                 recs = list(self._recordings)
-            clock = time.perf_counter
-            held = clock()
             for rec in recs:
                 if rec._drain():
                     with self._lock:
                         self._recordings.discard(rec)
-                if clock() - held >= YIELD:
-                    # Hand the GIL back now and then: the event loop's frames are due every 20 ms.
-                    # (Each hand-over costs a switch of both threads: not after every call.)
-                    time.sleep(0)
-                    held = clock()
+                time.sleep(0)  # hand the GIL back between calls: the event loop's frames are due every 20 ms
 
 
 _shared: RecordingWriter | None = None
@@ -107,8 +100,7 @@ class StereoRecording:
         self.clock = clock  # the session's (the pipeline's, once it exists)
         self._t0: float | None = None
         self._caller_origin: float | None = None
-        self._sides: tuple[collections.deque[Audio], collections.deque[Audio]] = \
-            (collections.deque(), collections.deque())  # caller, agent
+        self._items: collections.deque[tuple[int, Audio]] = collections.deque()
         self._file = sf.SoundFile(self.path, "w", samplerate=rate, channels=2, subtype="PCM_16", format="WAV")
         self._sync_header()
         self.dropped = 0
@@ -130,13 +122,24 @@ class StereoRecording:
 
     def put(self, side: int, frame: Audio) -> None:
         """Hand a frame over: never blocks, never waits for the thread."""
-        held = self._sides[side]
-        if self._closing or len(held) >= QUEUE_FRAMES:
+        if self._closing or len(self._items) >= 2 * QUEUE_FRAMES:
             self.dropped += 1
             return
         if not frame.arrival:  # its time is when it passed, on the session's clock
             frame = Audio(frame.pcm, frame.rate, frame.pts, self.clock(), frame.turn)
-        held.append(frame)  # deque.append: atomic, no lock
+        self._items.append((side, frame))  # deque.append: atomic, no lock
+
+    def _start(self, side: int, frame: Audio) -> float:
+        """Where ``frame`` goes on the recording's timeline, in seconds (as media.recorder places it)."""
+        if self._t0 is None:
+            self._t0 = frame.arrival
+        arrived = frame.arrival - self._t0
+        if side != CALLER:
+            return arrived
+        position = frame.pts / frame.rate
+        if self._caller_origin is None:
+            self._caller_origin = arrived - position
+        return self._caller_origin + position
 
     def close(self, timeout: float = 5.0) -> None:
         """Write what is held and close the file (blocks: call from a thread at the end)."""
@@ -160,8 +163,7 @@ class StereoRecording:
         except Exception as exc:  # a full disk ends the recording, never the call
             self.error = f"{type(exc).__name__}: {exc}"
             log.error("recording %s failed: %s", self.path, self.error)
-            for held in self._sides:
-                held.clear()
+            self._items.clear()
         if not closing:
             return False
         self._resamplers.clear()
@@ -174,36 +176,22 @@ class StereoRecording:
 
     def _place_runs(self) -> None:
         """Place what has come, each side's back-to-back frames as one run (one
-        resampling, one copy), the runs found with numpy over the frames' times:
-        per frame, Python's overhead would be most of the cost.
-
-        Where a frame goes (as media.recorder places them): the agent's at the
-        time playout sent it; the caller's by stream position (pts) from where
-        its first frame arrived, so the network's jitter does not move it."""
-        taken = [[held.popleft() for _ in range(len(held))] for held in self._sides]
-        if self._t0 is None:
-            firsts = [frames[0].arrival for frames in taken if frames]
-            if not firsts:
-                return
-            self._t0 = min(firsts)
-        for side, frames in enumerate(taken):
-            if not frames:
+        resampling, one copy: per frame, Python's overhead would be most of the cost)."""
+        runs: dict[int, tuple[float, list[Any], int, float]] = {}  # side -> (start, pcms, rate, end)
+        items = self._items
+        while items:
+            side, frame = items.popleft()
+            at, pcm, rate = self._start(side, frame), frame.pcm, frame.rate
+            run = runs.get(side)
+            if run is not None and run[2] == rate and abs(at - run[3]) <= SNAP:
+                run[1].append(pcm)
+                runs[side] = (run[0], run[1], rate, run[3] + len(pcm) / rate)
                 continue
-            rates = np.fromiter((f.rate for f in frames), np.float64, len(frames))
-            sizes = np.fromiter((len(f.pcm) for f in frames), np.float64, len(frames))
-            if side == CALLER:
-                position = np.fromiter((f.pts for f in frames), np.float64, len(frames)) / rates
-                if self._caller_origin is None:
-                    self._caller_origin = (frames[0].arrival - self._t0) - position[0]
-                at = self._caller_origin + position
-            else:
-                at = np.fromiter((f.arrival for f in frames), np.float64, len(frames)) - self._t0
-            ends = at + sizes / rates
-            # A new run where a frame does not continue the one before it (a gap, a rate change).
-            breaks = np.flatnonzero((np.abs(at[1:] - ends[:-1]) > SNAP) | (rates[1:] != rates[:-1])) + 1
-            for lo, hi in zip(np.concatenate(([0], breaks)), np.concatenate((breaks, [len(frames)]))):
-                pcms = [f.pcm for f in frames[lo:hi]]
-                self._place(side, float(at[lo]), _joined(pcms), frames[lo].rate)
+            if run is not None:
+                self._place(side, run[0], _joined(run[1]), run[2])
+            runs[side] = (at, [pcm], rate, at + len(pcm) / rate)
+        for side, (at, pcms, rate, _) in runs.items():
+            self._place(side, at, _joined(pcms), rate)
 
     def _flush_resampler(self, side: int, rate: int) -> None:
         """A side's audio stopped (a gap, or the end): what its resampler still
