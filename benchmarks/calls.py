@@ -478,22 +478,20 @@ def summarise(calls: list[Call], n: int, declared_ms: float, p99_limit_ms: float
             got_window += m
             discarded += dropped
             missing += max(0, int(ok.sum()) - m - dropped)
-            if m:
-                lat.append(got_all[keep] - c.sent_at[src[keep]])
-                excess_parts.append(lat[-1] * 1e3 - declared[src[keep]])
-                if m >= 100:
-                    growth.append(float(np.median(lat[-1][-50:]) - np.median(lat[-1][:50])))
-            continue
-        got = np.asarray(c.got_at[WARM:FRAMES], dtype=float)
-        m = min(len(got), int(ok.sum()))
-        got_window += m
-        missing += int(ok.sum()) - m
-        extra_frames += max(0, len(c.got_at) - FRAMES)
+            call_lat = got_all[keep] - c.sent_at[src[keep]]
+            call_declared: np.ndarray | float = declared[src[keep]]
+        else:
+            got = np.asarray(c.got_at[WARM:FRAMES], dtype=float)
+            m = min(len(got), int(ok.sum()))
+            got_window += m
+            missing += int(ok.sum()) - m
+            extra_frames += max(0, len(c.got_at) - FRAMES)
+            call_lat, call_declared = got[:m] - sent[:m], declared_ms
         if m:
-            lat.append(got[:m] - sent[:m])
-            excess_parts.append(lat[-1] * 1e3 - declared_ms)
+            lat.append(call_lat)
+            excess_parts.append(call_lat * 1e3 - call_declared)
             if m >= 100:
-                growth.append(float(np.median(lat[-1][-50:]) - np.median(lat[-1][:50])))
+                growth.append(float(np.median(call_lat[-50:]) - np.median(call_lat[:50])))
     all_lat = np.concatenate(lat) * 1e3 if lat else np.zeros(0)
     excess = np.concatenate(excess_parts) if excess_parts else np.zeros(0)
     late = np.concatenate(lateness) * 1e3 if lateness else np.zeros(0)
