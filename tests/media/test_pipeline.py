@@ -147,7 +147,7 @@ async def test_interrupt_flushes_downstream_cancels_in_flight_and_orders_control
 async def test_interrupt_unknown_worker_is_an_error() -> None:
     p = Pipeline([Echo("w")])
     await p.start()
-    with pytest.raises(ValueError, match="no worker named 'x'"):
+    with pytest.raises(ValueError, match="no stage named 'x'"):
         p.interrupt(after="x")
     await p.stop()
 

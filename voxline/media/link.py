@@ -185,6 +185,13 @@ class Link:
         self.events_refused = 0
         self._epoch = 0  # flushes so far: a frame waiting for room across one is stale
 
+    @property
+    def consumer_waiting(self) -> bool:
+        """The consumer is parked in ``get()`` and nothing is queued: it holds no
+        frame, so one handed to it directly overtakes nothing."""
+        return self._getter is not None and not self._data and not self._control and self._eos is None \
+            and not self._closed
+
     def __len__(self) -> int:
         return len(self._data) + len(self._control) + (self._eos is not None)
 

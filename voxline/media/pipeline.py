@@ -8,6 +8,13 @@ Consecutive transforms run inline in one call chain; each worker has a bounded
 inbox and one task. ``push()`` is synchronous (a socket reader hands a packet in
 and returns); ``send()`` waits for room where the first link blocks.
 
+The last worker (playout) may also take a frame directly: if it has an
+``offer(frame)`` that returns what to send now, and its task is parked on an
+empty inbox, the frame goes through it and on to the sink in the caller's call,
+with no hand-off to its task; ``offer`` returns None for a frame that has to
+wait (early for its slot, or not a whole frame), which then queues as usual.
+A relayed stream that keeps its pace crosses the pipeline in one call.
+
 Failure is contained: a stage that raises ends *this* pipeline with a reason (it
 is logged, and ``on_end`` is called), never the event loop or other pipelines.
 """
@@ -105,7 +112,8 @@ def _make_step(
 class _Segment:
     """One worker (or the head, with none) and the transforms fused after it."""
 
-    __slots__ = ("worker", "link", "stats", "chain", "transforms", "next", "task", "busy", "interrupting")
+    __slots__ = ("worker", "link", "stats", "chain", "transforms", "next", "task", "busy", "interrupting",
+                 "offer")
 
     def __init__(self, worker: Worker | None, link: Link | None, stats: StageStats | None) -> None:
         self.worker = worker
@@ -117,6 +125,7 @@ class _Segment:
         self.task: asyncio.Task[None] | None = None
         self.busy = False
         self.interrupting = False
+        self.offer: Callable[[Frame], Sequence[Frame] | None] | None = None
 
 
 class Pipeline:
@@ -186,6 +195,9 @@ class Pipeline:
             self._stats.append(stats)
         for seg in self._segments:
             seg.chain = _compile(seg.transforms)
+        last = self._segments[-1]
+        if last.worker is not None:
+            last.offer = getattr(last.worker, "offer", None)
         self.budget = PathBudget.build(marks)
         self.latency = TurnLatency(self.budget, self.session_id)
         self.feedback = Feedback(self._stages, self._log)
@@ -307,7 +319,10 @@ class Pipeline:
             return
         link = nxt.link
         assert link is not None
+        offer = nxt.offer
         for f in out:
+            if offer is not None and link.consumer_waiting and self._take_offer(nxt, offer, f):
+                continue
             try:
                 link.put_nowait(f)
             except LinkFull:
@@ -328,8 +343,31 @@ class Pipeline:
             return
         link = nxt.link
         assert link is not None
+        offer = nxt.offer
         for f in out:
+            if offer is not None and link.consumer_waiting and self._take_offer(nxt, offer, f):
+                continue
             await link.put(f, timeout)
+
+    def _take_offer(self, seg: _Segment, offer: Callable[[Frame], Sequence[Frame] | None], frame: Frame) -> bool:
+        """The last worker takes ``frame`` in this call if it can (see the module
+        docstring); False: it did not, queue it."""
+        stats = seg.stats
+        assert stats is not None
+        t0 = _ns()
+        try:
+            produced = offer(frame)
+            if produced is None:
+                return False
+            stats.add(_ns() - t0)
+            for p in produced:
+                self._deliver_sink(seg.chain(p))
+        except StageError as exc:
+            self._fail(exc)
+        except Exception as exc:
+            stats.errors += 1
+            self._fail(StageError(stats.name, exc))
+        return True
 
     def _deliver_sink(self, out: list[Frame]) -> None:
         sink = self.sink
@@ -407,7 +445,7 @@ class Pipeline:
     # -- interruption --------------------------------------------------------
 
     def interrupt(self, reason: str = "barge-in", after: str | None = None) -> int:
-        """Stop what is in flight downstream of ``after`` (a worker's name; default:
+        """Stop what is in flight downstream of ``after`` (a stage's name; default:
         everything) and send an Interrupt frame down the path. Returns the number of
         data frames flushed."""
         if self.state is not PipelineState.RUNNING:
@@ -415,12 +453,15 @@ class Pipeline:
         segments = self._segments
         start = 1
         if after is not None:
+            # A worker, or a transform: nothing is in flight inside a segment's
+            # transforms, so downstream of one is downstream of its segment.
             for i, seg in enumerate(segments):
-                if seg.stats is not None and seg.stats.name == after:
+                if (seg.stats is not None and seg.stats.name == after) or \
+                        any(t.name == after for t, _ in seg.transforms):
                     start = i + 1
                     break
             else:
-                raise ValueError(f"no worker named {after!r}")
+                raise ValueError(f"no stage named {after!r}")
         flushed = 0
         for seg in segments[start:]:
             assert seg.link is not None

@@ -218,7 +218,11 @@ class Playout:
             await self._hand_over(pcm, turn, samples)
             return
         clock = self._clock
-        now = clock.now()
+        await clock.sleep_until(self._slot(clock.now(), arrival, alone))
+        await emit(self._out(pcm, turn, samples, clock.now()))
+
+    def _slot(self, now: float, arrival: float, alone: bool) -> float:
+        """When the next frame goes out (the schedule moved as the frame says)."""
         due = self.next_due()
         if due is None or now > due + self.frame_time:
             if due is not None and now - due <= CATCH_UP and 0.0 < arrival <= due + self.frame_time:
@@ -227,22 +231,44 @@ class Playout:
                 # First frame, or the audio ran dry: re-anchor rather than burst to catch up.
                 self._t0 = due = now
                 self._k = 0
-        elif alone and now < due and self.mode is PlayoutMode.PUSH:
+        elif alone and now < due:
             # Early, with nothing behind it: a relayed stream ahead of the schedule. Slip.
             slip = min(due - now, SLIP * self.frame_time)
             assert self._t0 is not None  # due was computed from it
             self._t0 -= slip
             due -= slip
             self.slipped += slip
-        await clock.sleep_until(due)
+        return due
+
+    def _out(self, pcm: np.ndarray, turn: int, samples: int, sent_at: float) -> Audio:
+        """The frame of the current slot, counted as sent at ``sent_at``."""
         self._k += 1
-        sent_at = clock.now()
         out = Audio(pcm, self.rate, self._pts, sent_at, turn)
         self._count(turn, samples, sent_at)
         if self.far_end_buffer > 0:
             self._forget_heard(sent_at)
             self._recent.append((sent_at, turn, samples))
-        await emit(out)
+        return out
+
+    def offer(self, frame: Frame) -> tuple[Audio] | None:
+        """A whole frame of audio that arrives while playout is idle and can go out
+        now (its slot has come, or the schedule slips to it): sent in the caller's
+        call (see ``Pipeline``). None: it waits, through the inbox, as any other.
+
+        The decision is the worker's own (``_slot``), so both ways send the same
+        frames at the same times; this one saves the hand-off to the task."""
+        if type(frame) is not Audio or self.mode is not PlayoutMode.PUSH or self._carry is not None:
+            return None
+        pcm = frame.pcm  # type: ignore[union-attr]
+        if len(pcm) != self.frame_samples or frame.rate != self.rate:  # type: ignore[union-attr]
+            return None
+        now = self._clock.now()
+        alone = self.last_sent_at is None or now > self.last_sent_at
+        due = self.next_due()
+        if due is not None and now < due and (not alone or due - now > SLIP * self.frame_time):
+            return None  # early: only a lone frame within one slip of its slot goes now
+        self._slot(now, frame.arrival, alone)  # type: ignore[union-attr]
+        return (self._out(pcm, frame.turn, len(pcm), now),)
 
     def _count(self, turn: int, samples: int, at: float) -> None:
         """A frame of ``turn`` reached the wire at ``at``."""
