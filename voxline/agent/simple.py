@@ -11,7 +11,7 @@ import logging
 
 import numpy as np
 
-from voxline.media.frames import Audio, Dtmf, Frame, SpeechEnded, SpeechStarted
+from voxline.media.frames import Audio, Dtmf, EndOfStream, Frame, Interrupt, SpeechEnded, SpeechStarted
 from voxline.media.link import Overflow
 from voxline.media.stage import Emit, StageContext
 from voxline.providers.base import Deadlines, ProviderError, Recognition, SpeechToText
@@ -26,14 +26,11 @@ log = logging.getLogger(__name__)
 
 
 class Echo:
-    """Every caller frame goes straight back out (a delay line of one frame), so
-    what comes back can be compared with what was sent."""
+    """Every caller frame goes straight back out, in the same call (a transform:
+    no task, no inbox), so what comes back can be compared with what was sent."""
 
     name = "agent"
     latency = 0.0
-    inbox_capacity = 50
-    inbox_seconds = 2.0
-    overflow = Overflow.DROP_OLDEST
     state = "echoing"
     capabilities: frozenset[str] = frozenset()
 
@@ -47,16 +44,19 @@ class Echo:
     def interrupt(self) -> None:
         raise Unsupported("echo", "interrupt")
 
-    async def process(self, frame: Frame, emit: Emit) -> None:
+    def process(self, frame: Frame) -> tuple[Frame, ...]:
         t = type(frame)
         if t is Audio:
             self.frames += 1
-            await emit(frame)
-        elif (t is SpeechStarted or t is SpeechEnded) and self._observer is not None:
+            return (frame,)
+        if t is EndOfStream or t is Interrupt:
+            return (frame,)
+        if (t is SpeechStarted or t is SpeechEnded) and self._observer is not None:
             caller = "speaking" if t is SpeechStarted else "silent"
             self._observer(AgentEvent("state", frame.turn, {"caller": caller}))
         elif t is Dtmf and self._observer is not None:
             self._observer(AgentEvent("dtmf", frame.turn, {"digit": frame.digit}))  # type: ignore[union-attr]
+        return ()
 
 
 class Transcribe:
