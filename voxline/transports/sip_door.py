@@ -207,7 +207,10 @@ class SipDoor:
         while pending:
             o = pending.pop(0)
             if isinstance(o, Send):
-                if not self.net.send(o.message, o.dest, self._reliable(o)):
+                reliable = self._reliable(o)
+                if reliable and isinstance(o.message, Request) and not self.net.connected(o.dest):
+                    self._spawn(self._connect_and_send(o))  # §18.1.1: a request opens its connection
+                elif not self.net.send(o.message, o.dest, reliable):
                     pending += ua.transport_error(o, asyncio.get_running_loop().time())
             elif isinstance(o, IncomingCall):
                 self._spawn(self._answer(o.call))
@@ -271,7 +274,21 @@ class SipDoor:
         if o.final and o.ok:  # RFC 5589 §6: the transferor hangs up once the new call is up
             session.end_soon("transferred")
 
+    async def _connect_and_send(self, send: Send) -> None:
+        """A request over TCP to where no connection is open (the peer's Contact,
+        not the port its own connection came from): open one, then send."""
+        try:
+            await self.net.connect(send.dest)
+            sent = self.net.send(send.message, send.dest, True)
+        except OSError as exc:
+            log.info("x SIP over TCP to %s:%d: %s", *send.dest, exc)
+            sent = False
+        if not sent and self.ua is not None:
+            self._apply(self.ua.transport_error(send, asyncio.get_running_loop().time()))
+
     def _reliable(self, send: Send) -> bool:
+        if send.reliable is not None:
+            return send.reliable
         tx = send.transaction
         if tx is not None:
             return tx.reliable
@@ -353,6 +370,11 @@ class SipDoor:
             raise BadRequest("to", f"to: {exc}") from exc
         if not proxy and not self.dial_allow.allows(dest[0]):
             raise BadRequest("to", f"to: {dest[0]} is not in sip_dial_allow")
+        if to.transport == "TCP":
+            try:
+                await self.net.connect(dest)
+            except OSError as exc:
+                raise BadRequest("to", f"to: {exc}") from exc
         return dest
 
     async def dial(self, session: Any, to: SipUri, from_: NameAddr | None, dest: tuple[str, int]) -> OutgoingCall:
@@ -364,19 +386,22 @@ class SipDoor:
         if from_ is None and cfg.sip_trunk_user:
             from_ = NameAddr(SipUri(cfg.sip_trunk_domain or self._media_host(), cfg.sip_trunk_user))
         host = self._media_host()
+        reliable = to.transport == "TCP"  # its connection is open (first_hop); if lost since, sending reopens it
         pair, rtp, rtcp = await open_rtp(self.ports, host)
         pending = Outgoing(session, pair, rtp, rtcp, self.ports)
         if _live(session) is False or self.ua is None:
             pending.release()
             raise Conflict("ended", "the session ended before the call was placed")
         loop = asyncio.get_running_loop()
-        call, out = self.ua.uac.dial(to, dest, (host, pair.rtp), loop.time(), from_=from_, authenticate=trunk)
+        call, out = self.ua.uac.dial(to, dest, (host, pair.rtp), loop.time(), from_=from_, authenticate=trunk,
+                                     reliable=reliable)
         pending.call = call
         self.outgoing[call] = pending
         session.endpoint = Dialing(self, pending)
         session.connect_by = loop.time() + cfg.sip_ring_timeout + ANSWER_TIMEOUT
         session.extra["sip_call_id"] = call.call_id
-        log.info("SIP call out %s to %s via %s:%d", call.call_id, to, *dest, extra={"session_id": session.id})
+        log.info("SIP call out %s to %s via %s:%d (%s)", call.call_id, to, *dest, "TCP" if reliable else "UDP",
+                 extra={"session_id": session.id})
         self._apply(out)
         return call
 
@@ -427,7 +452,7 @@ class SipDoor:
             raise Conflict("not_active", f"session {session.id} has no answered SIP call")
         try:
             _, out = ua.transfers.start(call, to, core.next_hop(call), asyncio.get_running_loop().time(),
-                                        contact=core.config.contact)
+                                        contact=core.config.contact_for(core.config.transport_of(call.reliable)))
         except ValueError as exc:
             raise Conflict("transfer_pending", str(exc)) from exc
         session.events.publish("transfer", state="referring", status=0, reason="", to=str(to))

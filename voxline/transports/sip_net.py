@@ -3,8 +3,10 @@
 Each datagram is one message (RFC 3261 §18.3); a TCP stream is framed by
 Content-Length (``framing.StreamFramer``). Both hand parsed messages, with
 where they came from, to one ``on_message`` callback, and ``send`` writes a
-message back: over UDP to an address, over TCP on the connection the peer
-opened (a response goes back on the connection its request came on, §18.2.2).
+message back: over UDP to an address, over TCP on a connection to that address
+(a response goes back on the connection its request came on, §18.2.2; a
+request goes on a connection open to its destination, or one that ``connect``
+opens, §18.1.1).
 
 Bounds: a datagram larger than ``Limits.max_message`` is dropped unread, a TCP
 stream past it is closed (the framer's limit), at most ``max_connections`` TCP
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 Address = tuple[str, int]
 OnMessage = Callable[[Request | Response, Address, bool], None]
 MAX_CONNECTIONS = 512
+CONNECT_TIMEOUT = 3.0  # s for a TCP connection we open
 MAX_SOURCES = 4096  # rate-limit buckets kept (least recently used go first)
 
 
@@ -86,8 +89,9 @@ class _Udp(asyncio.DatagramProtocol):
 
 
 class _Tcp(asyncio.Protocol):
-    def __init__(self, net: SipNetwork) -> None:
+    def __init__(self, net: SipNetwork, outbound: bool = False) -> None:
         self.net = net
+        self.outbound = outbound  # we opened it: its destination was checked by whoever asked
         self.framer = StreamFramer(net.limits)
         self.transport: asyncio.Transport | None = None
         self.peer: Address = ("", 0)
@@ -96,7 +100,8 @@ class _Tcp(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = (peer[0], peer[1])
-        if len(self.net.connections) >= MAX_CONNECTIONS or not self.net.allow.allows(self.peer[0]):
+        if len(self.net.connections) >= MAX_CONNECTIONS or \
+                not (self.outbound or self.net.allow.allows(self.peer[0])):
             self.net.counts["refused_connections"] += 1
             transport.close()
             return
@@ -115,8 +120,9 @@ class _Tcp(asyncio.Protocol):
             self.net._deliver(msg, self.peer, True)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.net.connections.get(self.peer) is self:
-            del self.net.connections[self.peer]
+        conns = self.net.connections
+        for addr in [a for a, c in conns.items() if c is self]:
+            del conns[addr]
 
 
 class SipNetwork:
@@ -156,6 +162,29 @@ class SipNetwork:
             await self._tcp.wait_closed()
         if self._udp is not None:
             self._udp.close()
+
+    async def connect(self, dest: Address, timeout: float = CONNECT_TIMEOUT) -> None:
+        """A TCP connection to ``dest`` for requests we send (kept, like one a peer
+        opened, until either end closes it); one already open is reused.
+        OSError when it cannot be opened within ``timeout``."""
+        conn = self.connections.get(dest)
+        if conn is not None and conn.transport is not None and not conn.transport.is_closing():
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                transport, proto = await loop.create_connection(lambda: _Tcp(self, outbound=True), dest[0], dest[1])
+        except TimeoutError as exc:
+            raise OSError(f"{dest[0]}:{dest[1]}: no TCP connection within {timeout:g} s") from exc
+        if transport.is_closing():  # refused by the connection limit
+            raise OSError(f"{dest[0]}:{dest[1]}: {MAX_CONNECTIONS} SIP TCP connections open already")
+        self.counts["connected"] += 1
+        if proto.peer != dest:  # a name or an IPv6 spelling: keep it under the address asked for too
+            self.connections[dest] = proto
+
+    def connected(self, dest: Address) -> bool:
+        conn = self.connections.get(dest)
+        return conn is not None and conn.transport is not None and not conn.transport.is_closing()
 
     def send(self, msg: Request | Response, dest: Address, reliable: bool) -> bool:
         """Write ``msg``; False when it cannot go (its TCP connection is gone)."""

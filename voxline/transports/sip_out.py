@@ -15,7 +15,8 @@ call is answered. 409 for a session that is not a SIP call (or not answered
 yet, or already being transferred).
 
 Targets: an IP address or a name resolved here (``resolve``, with a deadline),
-over UDP; through ``sip_outbound_proxy`` when one is set. ``sip_dial_allow``
+over UDP, or over TCP for a URI with ``;transport=tcp`` (the connection is
+opened before the session is admitted: a refused one is a 400); through ``sip_outbound_proxy`` when one is set. ``sip_dial_allow``
 (networks) bounds where calls may go when there is no proxy.
 """
 
@@ -74,8 +75,8 @@ def parse_target(text: object, field_name: str = "to") -> SipUri:
         raise BadRequest(field_name, f"{field_name}: {exc}") from exc
     if not isinstance(uri, SipUri) or uri.scheme != "sip" or uri.headers:
         raise BadRequest(field_name, f"{field_name} must be a sip: URI (no sips:, no headers), not {text[:60]!r}")
-    if uri.transport not in (None, "UDP"):
-        raise BadRequest(field_name, f"{field_name}: calls out go over UDP, not {uri.transport}")
+    if uri.transport not in (None, "UDP", "TCP"):
+        raise BadRequest(field_name, f"{field_name}: calls out go over UDP or TCP, not {uri.transport}")
     return uri
 
 

@@ -117,12 +117,14 @@ def assert_echoed(sent: np.ndarray, heard: np.ndarray) -> None:
     assert corr > 0.6, f"what baresip heard is not what it said ({corr:.2f})"
 
 
-async def test_voxline_calls_baresip_and_its_speech_comes_back(service: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", ["", ";transport=tcp"], ids=["udp", "tcp"])
+async def test_voxline_calls_baresip_and_its_speech_comes_back(service: Any, tmp_path: Path, transport: str) -> None:
     app, server = service
     phone = Baresip(tmp_path, auto_answer=True)
     await phone.start()
     try:
-        status, body = await post(server, "/v1/calls", {"to": f"sip:baresip@127.0.0.1:{phone.port}", "agent": "echo"})
+        status, body = await post(server, "/v1/calls", {"to": f"sip:baresip@127.0.0.1:{phone.port}{transport}",
+                                                        "agent": "echo"})
         assert status == 201, body
         session = app[SESSIONS].get(body["session_id"])
         await until(lambda: session.state.value == "active", 10.0)
@@ -130,6 +132,7 @@ async def test_voxline_calls_baresip_and_its_speech_comes_back(service: Any, tmp
         await until(lambda: session.state.value == "ended", 20.0)  # baresip hangs up when its WAV ends
         assert session.end_reason == "hangup: BYE"
         await released(app)
+        assert sip_door(app).net.counts["connected"] == (1 if transport else 0)
     finally:
         log = await phone.stop()
     sent, heard = phone.recordings()

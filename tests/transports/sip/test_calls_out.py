@@ -316,7 +316,7 @@ async def test_voxline_calls_its_own_sip_door(service: Any) -> None:
 
 async def test_bad_targets_and_sessions_that_are_not_sip(service: Any) -> None:
     app, server = service
-    for to, field in [("sip:", "to"), ("sip:bob@127.0.0.1;transport=tcp", "to"), ("sips:bob@127.0.0.1", "to"),
+    for to, field in [("sip:", "to"), ("sip:bob@127.0.0.1;transport=sctp", "to"), ("sips:bob@127.0.0.1", "to"),
                       ("sip:bob@nonexistent.invalid", "to")]:
         status, body = await post(server, "/v1/calls", {"to": to})
         assert status == 400 and body["error"]["field"] == field, (to, body)

@@ -28,6 +28,7 @@ from voxline.control.runtime import Runtime
 
 SIPP = shutil.which("sipp")
 SCENARIOS = Path(__file__).with_name("scenarios")
+CAPTURES = Path("/usr/share/sip-tester")  # sipp's own pcap files
 pytestmark = pytest.mark.skipif(SIPP is None, reason="sipp (apt-get install sip-tester) is not installed")
 
 
@@ -47,30 +48,36 @@ async def service(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Any, Te
         await server.close()
 
 
-def _bound(port: int) -> bool:
-    """Whether a UDP socket is bound to ``port`` on this machine (from /proc/net/udp)."""
+def _bound(port: int, table: str = "udp") -> bool:
+    """Whether a UDP socket is bound (or a TCP one listens) on ``port`` on this
+    machine (from /proc/net/udp, /proc/net/tcp: 0A is LISTEN)."""
     want = f":{port:04X} "
-    return any(want in line.split("\n")[0][:40] for line in Path("/proc/net/udp").read_text().splitlines()[1:])
+    for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+        fields = line.split()
+        if want in line[:40] and (table == "udp" or fields[3] == "0A"):
+            return True
+    return False
 
 
 class Sipp:
     """sipp running a UAS scenario for one call, on loopback ports of its own."""
 
-    def __init__(self, scenario: str, cwd: Path) -> None:
+    def __init__(self, scenario: str, cwd: Path, transport: str = "u1") -> None:
         self.scenario = SCENARIOS / scenario
         self.cwd = cwd
+        self.transport = transport  # sipp's -t: u1 (UDP), t1 (TCP)
         self.port = free_port()
         self.proc: asyncio.subprocess.Process | None = None
 
     async def __aenter__(self) -> Sipp:
-        cmd = [SIPP or "sipp", "-sf", str(self.scenario), "-i", "127.0.0.1", "-p", str(self.port),
+        cmd = [SIPP or "sipp", "-sf", str(self.scenario), "-t", self.transport, "-i", "127.0.0.1", "-p", str(self.port),
                "-mi", "127.0.0.1", "-mp", str(free_port()), "-m", "1", "-nostdin", "-rtp_echo",
                "-timeout", "30s", "-timeout_error", "-trace_err", "-error_file", str(self.cwd / "errors.log")]
         self.proc = await asyncio.create_subprocess_exec(*cmd, cwd=self.cwd, stdout=asyncio.subprocess.PIPE,
                                                          stderr=asyncio.subprocess.STDOUT,
                                                          env={**os.environ, "TERM": "dumb"})
-        async with asyncio.timeout(5.0):  # until its UDP port is bound: an INVITE before that is lost
-            while not _bound(self.port):
+        async with asyncio.timeout(5.0):  # until its port is bound: an INVITE before that is lost
+            while not _bound(self.port, "tcp" if self.transport.startswith("t") else "udp"):
                 await asyncio.sleep(0.02)
         return self
 
@@ -105,6 +112,51 @@ async def test_sipp_challenges_with_401_and_accepts_our_digest(service: Any, tmp
     await released(app)
     door = sip_door(app)
     assert door.ua.uac.counts.get("challenged") == 1 and session.end_reason == "deleted"  # type: ignore[union-attr]
+
+
+async def test_a_call_out_over_tcp_answered_and_hung_up_by_sipp(service: Any, tmp_path: Path) -> None:
+    """``;transport=tcp``: the INVITE, ACK and the callee's BYE (and our 200 to it)
+    all go over the one connection voxline opened; RTP flows both ways."""
+    app, server = service
+    (tmp_path / "pcap").symlink_to(CAPTURES)
+    async with Sipp("uas_hangup.xml", tmp_path, transport="t1") as sipp:
+        status, body = await post(server, "/v1/calls", {"to": f"sip:bob@127.0.0.1:{sipp.port};transport=tcp",
+                                                        "agent": "echo"})
+        assert status == 201, body
+        session = app[SESSIONS].get(body["session_id"])
+        await until(lambda: session.state.value == "active", 15.0)
+        door = sip_door(app)
+        assert door.net.counts["connected"] == 1 and ("127.0.0.1", sipp.port) in door.net.connections
+        await released(app)
+        rc, out = await sipp.result()
+    assert rc == 0, out[-3000:]
+    assert session.end_reason == "hangup: BYE"
+    stats = session.info(detail=True)["transport_stats"]
+    assert stats["codec"] == "PCMA" and stats["received"] > 0 and stats["sent"] > 0, stats  # echoed back
+
+
+async def test_a_call_out_over_tcp_ended_by_us_sends_bye_over_tcp(service: Any, tmp_path: Path) -> None:
+    app, server = service
+    async with Sipp("uas_refer.xml", tmp_path, transport="t1") as sipp:  # answers, takes a REFER, then our BYE
+        _, body = await post(server, "/v1/calls", {"to": f"sip:bob@127.0.0.1:{sipp.port};transport=tcp",
+                                                   "agent": "echo"})
+        session = app[SESSIONS].get(body["session_id"])
+        await until(lambda: session.state.value == "active", 15.0)
+        status, _ = await post(server, f"/v1/sessions/{session.id}/transfer", {"to": "sip:operator@127.0.0.1:5999"})
+        assert status == 202
+        await event(session, "transfer", lambda d: d["state"] == "transferred")
+        rc, out = await sipp.result()
+    assert rc == 0, out[-3000:]
+    await released(app)
+    assert session.end_reason == "transferred"
+
+
+async def test_a_tcp_target_that_refuses_the_connection_is_a_400_before_admission(service: Any) -> None:
+    app, server = service
+    port = free_port()  # nothing listens on it
+    status, body = await post(server, "/v1/calls", {"to": f"sip:bob@127.0.0.1:{port};transport=tcp"})
+    assert status == 400 and body["error"]["field"] == "to", body
+    assert app[SESSIONS].admitted == 0 and sip_door(app).ports.in_use == 0
 
 
 @pytest.mark.parametrize("service", [{"sip_trunk_password": "wrong"}], indirect=True)

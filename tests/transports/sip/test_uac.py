@@ -31,15 +31,17 @@ class Harness:
         self.now = 0.0
         self.sent: list[Request | Response] = []
 
-    def dial(self) -> Any:
+    def dial(self, reliable: bool = False) -> Any:
         uri = parse_uri(TARGET)
-        call, out = self.ua.uac.dial(uri, PEER, ("127.0.0.1", 20000), self.now)  # type: ignore[arg-type]
+        call, out = self.ua.uac.dial(uri, PEER, ("127.0.0.1", 20000), self.now,  # type: ignore[arg-type]
+                                     reliable=reliable)
         self._keep(out)
+        self.reliable = reliable
         return call
 
     def feed(self, msg: Request | Response) -> list[Any]:
         msg = parse_message(bytes(msg))  # as it would arrive
-        out = list(self.ua.receive(msg, PEER, self.now))
+        out = list(self.ua.receive(msg, PEER, self.now, reliable=getattr(self, "reliable", False)))
         self._keep(out)
         return out
 
@@ -301,3 +303,24 @@ def test_the_from_and_to_can_be_given() -> None:
                             from_=parse_name_addr('"Agent" <sip:agent@trunk.example>', "From"))
     assert call.invite.from_.display_name == "Agent" and str(call.invite.from_.uri) == "sip:agent@trunk.example"
     assert PCMU  # the registry's codecs are the ones offered
+
+
+def test_a_call_over_tcp_names_tcp_in_every_via_and_contact_and_never_retransmits() -> None:
+    h = Harness()
+    call = h.dial(reliable=True)
+    invite = h.last("INVITE")
+    assert invite.headers.get("Via").startswith("SIP/2.0/TCP 127.0.0.1:5060;branch=")
+    assert invite.headers.get("Contact") == "<sip:voxline@127.0.0.1:5060;transport=tcp>"
+    assert call.tx.reliable and call.reliable
+    assert h.until(10.0) == [] and len([m for m in h.sent if isinstance(m, Request)]) == 1  # no Timer A
+    h.feed(reply(invite, 180))
+    out = h.feed(reply(invite, 200, sdp=True))
+    ack = [o for o in out if isinstance(o, Send) and isinstance(o.message, Request)][0]
+    assert ack.message.method == "ACK" and ack.reliable is True
+    assert ack.message.headers.get("Via").startswith("SIP/2.0/TCP ")
+    answered = [o for o in out if isinstance(o, CallAnswered)][0]
+    assert answered.sip_call.reliable
+    bye_out = h.ua.uas.hang_up(answered.sip_call, h.now, "done")
+    bye = [o for o in bye_out if isinstance(o, Send)][0]
+    assert bye.message.method == "BYE" and bye.message.headers.get("Via").startswith("SIP/2.0/TCP ")
+    assert bye.transaction is not None and bye.transaction.reliable

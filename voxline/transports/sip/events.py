@@ -34,11 +34,14 @@ Address = tuple[str, int]
 @dataclass(frozen=True, slots=True)
 class Send:
     """Put ``message`` on the wire towards ``dest``. ``transaction`` is whose it is,
-    so a failure to send can be reported back (``transport_error``)."""
+    so a failure to send can be reported back (``transport_error``). ``reliable``:
+    over a stream (TCP); None, as the transaction says (or, with none, over a
+    connection if one is open to ``dest``)."""
 
     message: Request | Response
     dest: Address
     transaction: Transaction | None = None
+    reliable: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)

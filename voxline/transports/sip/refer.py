@@ -78,11 +78,11 @@ def parse_sipfrag(body: bytes) -> tuple[int, str]:
 
 
 class Transfers:
-    def __init__(self, layer: TransactionLayer, auth: Authenticator, via: Callable[[], str], *,
+    def __init__(self, layer: TransactionLayer, auth: Authenticator, via: Callable[[str], str], *,
                  timeout: float = TIMEOUT) -> None:
         self.layer = layer
         self.auth = auth
-        self._via = via  # a fresh Via value (a new branch) each call
+        self._via = via  # a fresh Via value (a new branch) for a transport, each call
         self.timeout = timeout
         self.active: dict[DialogId, Transfer] = {}
         self.counts: dict[str, int] = {}
@@ -92,7 +92,7 @@ class Transfers:
         """REFER ``call``'s peer to ``target``. ``ValueError`` if one is already under way."""
         if call.id in self.active:
             raise ValueError("a transfer of this call is already under way")
-        refer = call.dialog.new_request("REFER", via=self._new_via(), contact=contact)
+        refer = call.dialog.new_request("REFER", via=self._new_via(call), contact=contact)
         refer.headers.add("Refer-To", f"<{target}>")
         refer.headers.add("Referred-By", f"<{call.dialog.local.uri}>")
         t = Transfer(call, str(target), refer, hop)
@@ -131,7 +131,7 @@ class Transfers:
             return []
         if resp.status in (401, 407):
             try:
-                again = self.auth.retry(t.refer, resp, via=self._new_via())
+                again = self.auth.retry(t.refer, resp, via=self._new_via(t.call))
             except AuthFailed as exc:
                 return self._end(t, resp.status, f"refused: {exc}", ok=False)
             t.refer = again
@@ -192,8 +192,8 @@ class Transfers:
                 out += self._end(t, 0, f"no final NOTIFY within {self.timeout:.0f} s", ok=False)
         return out
 
-    def _new_via(self) -> str:
-        return self._via()
+    def _new_via(self, call: SipCall) -> str:
+        return self._via("TCP" if call.reliable else "UDP")
 
     def _count(self, what: str) -> None:
         self.counts[what] = self.counts.get(what, 0) + 1

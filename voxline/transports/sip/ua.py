@@ -86,7 +86,7 @@ class UserAgent:
         tx = o.transaction
         assert tx is not None
         try:
-            bye = self.uac.auth.retry(tx.request, o.response, via=self.uac.config.via())
+            bye = self.uac.auth.retry(tx.request, o.response, via=self.uac.config.via("TCP" if tx.reliable else "UDP"))
         except AuthFailed:
             return []  # the call has ended on our side already
         _, sent = self.layer.request(bye, tx.peer, now, reliable=tx.reliable)

@@ -69,12 +69,18 @@ class UacConfig:
 
     @property
     def contact(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"<sip:{self.user}@{host}:{self.port}>"
+        return self.contact_for(self.transport)
 
-    def via(self) -> str:
+    def contact_for(self, transport: str) -> str:
+        """Our Contact for a call over ``transport``: TCP is named, so the peer's
+        requests come over TCP too (RFC 3261 §19.1.4)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"SIP/2.0/{self.transport} {host}:{self.port};branch={new_branch()};rport"
+        param = "" if transport == "UDP" else f";transport={transport.lower()}"
+        return f"<sip:{self.user}@{host}:{self.port}{param}>"
+
+    def via(self, transport: str | None = None) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"SIP/2.0/{transport or self.transport} {host}:{self.port};branch={new_branch()};rport"
 
 
 class OutgoingState(enum.Enum):
@@ -101,6 +107,7 @@ class OutgoingCall:
     authenticate: bool = True  # answer challenges with our credentials
     auth_tries: int = 0
     status: int | None = None  # the last response's
+    reliable: bool = False  # over TCP: the INVITE, its ACK, CANCEL and the dialog's requests
     early: SessionDescription | None = None  # an SDP answer in a provisional
     answered: SipCall | None = None
     ack: Request | None = None
@@ -148,11 +155,12 @@ class UacCore:
     # -- the glue's side -------------------------------------------------------------
 
     def dial(self, uri: SipUri, dest: Address, rtp: tuple[str, int], now: float, *,
-             from_: NameAddr | None = None, to: NameAddr | None = None, authenticate: bool = True
-             ) -> tuple[OutgoingCall, list[Output]]:
+             from_: NameAddr | None = None, to: NameAddr | None = None, authenticate: bool = True,
+             reliable: bool = False) -> tuple[OutgoingCall, list[Output]]:
         """Call ``uri`` through ``dest`` offering RTP at ``rtp`` (host, port).
         ``authenticate``: answer the call's challenges with our credentials (only a
-        call that goes to our trunk should: anyone may be dialled)."""
+        call that goes to our trunk should: anyone may be dialled). ``reliable``:
+        over TCP (the glue has a connection to ``dest`` open)."""
         if len(self.calls) >= MAX_OUTGOING:
             raise OverflowError(f"{MAX_OUTGOING} outgoing calls already")
         cfg = self.config
@@ -160,21 +168,22 @@ class UacCore:
         remote = to or NameAddr(uri)
         origin = Origin("voxline", str(secrets.randbelow(2**31)), 1, Connection.of(rtp[0]))
         offer = make_offer(Connection.of(rtp[0]), rtp[1], cfg.media, origin=origin)
+        transport = "TCP" if reliable else "UDP"
         invite = Request(method="INVITE", uri=uri)
         h = invite.headers
-        h.add("Via", cfg.via())
+        h.add("Via", cfg.via(transport))
         h.add("Max-Forwards", "70")
         h.add("From", str(local))
         h.add("To", str(remote))
         h.add("Call-ID", new_call_id(cfg.host))
         h.add("CSeq", "1 INVITE")
-        h.add("Contact", cfg.contact)
+        h.add("Contact", cfg.contact_for(transport))
         h.add("Allow", ", ".join(sorted(self.uas.config.policy.methods)))
         invite.set_body(bytes(offer), SDP)
-        tx, out = self.layer.request(invite, dest, now)
+        tx, out = self.layer.request(invite, dest, now, reliable=reliable)
         assert isinstance(tx, ClientInviteTransaction)
         call = OutgoingCall(uri, local, remote, invite.call_id, dest, offer, origin, invite, tx,
-                            authenticate=authenticate)
+                            authenticate=authenticate, reliable=reliable)
         call.deadlines.set("ring", now + cfg.ring_timeout)
         self.calls[call.call_id] = call
         return call, list(out)
@@ -258,13 +267,13 @@ class UacCore:
         if call.auth_tries >= MAX_AUTH:
             return self._fail(call, f"authentication failed: {resp.status} {resp.reason}", resp.status)
         try:
-            invite = self.auth.retry(call.invite, resp, via=self.config.via())
+            invite = self.auth.retry(call.invite, resp, via=self._via(call))
         except AuthFailed as exc:
             return self._fail(call, f"authentication failed: {exc}", resp.status)
         call.auth_tries += 1
         call.invite = invite
         call.state = OutgoingState.CALLING
-        tx, out = self.layer.request(invite, call.dest, now)
+        tx, out = self.layer.request(invite, call.dest, now, reliable=call.reliable)
         assert isinstance(tx, ClientInviteTransaction)
         call.tx = tx
         self._count("challenged")
@@ -288,7 +297,7 @@ class UacCore:
             reason = f"no usable answer: {exc}"
             return [*out, *self._bye(call, dialog, now), OutgoingEnded(call, reason, resp.status)]
         call.state = OutgoingState.ANSWERED
-        sip_call = SipCall(dialog, call.invite, call.tx, call.dest, False, None, call.origin,
+        sip_call = SipCall(dialog, call.invite, call.tx, call.dest, call.reliable, None, call.origin,
                            state=CallState.CONFIRMED, negotiated=negotiated, local_sdp=call.offer)
         call.answered = sip_call
         self.uas.calls[dialog.id] = sip_call
@@ -299,7 +308,7 @@ class UacCore:
         taken = call.answered.dialog if call.answered is not None else None
         if taken is not None and resp.to.tag == taken.id.remote_tag and call.ack is not None:
             self._count("2xx retransmitted")
-            return [Send(call.ack, self._hop(taken, call))]
+            return [Send(call.ack, self._hop(taken, call), reliable=call.reliable)]
         dialog = Dialog.as_uac(call.invite, resp)
         self._count("2xx of another fork")
         return [self._ack(call, dialog, keep=False), *self._bye(call, dialog, now)]
@@ -307,18 +316,18 @@ class UacCore:
     # -- requests we send ---------------------------------------------------------------
 
     def _ack(self, call: OutgoingCall, dialog: Dialog, *, keep: bool = True) -> Send:
-        ack = dialog.new_request("ACK", via=self.config.via())
+        ack = dialog.new_request("ACK", via=self._via(call))
         for name in ("Authorization", "Proxy-Authorization"):  # §13.2.2.4: the INVITE's credentials
             for value in call.invite.headers.get_all(name):
                 ack.headers.add(name, value)
         if keep:
             call.ack = ack
-        return Send(ack, self._hop(dialog, call))
+        return Send(ack, self._hop(dialog, call), reliable=call.reliable)
 
     def _bye(self, call: OutgoingCall, dialog: Dialog, now: float) -> list[Output | UacEvent]:
-        bye = dialog.new_request("BYE", via=self.config.via())
+        bye = dialog.new_request("BYE", via=self._via(call))
         dialog.state = DialogState.TERMINATED
-        _, out = self.layer.request(bye, self._hop(dialog, call), now)
+        _, out = self.layer.request(bye, self._hop(dialog, call), now, reliable=call.reliable)
         return list(out)
 
     def _send_cancel(self, call: OutgoingCall, now: float) -> list[Output | UacEvent]:
@@ -337,8 +346,11 @@ class UacCore:
         h.add("Content-Length", "0")
         call.state = OutgoingState.CANCELLING
         call.deadlines.set("cancel", now + 64 * self.config.timers.t1)
-        _, out = self.layer.request(cancel, call.dest, now)
+        _, out = self.layer.request(cancel, call.dest, now, reliable=call.reliable)
         return list(out)
+
+    def _via(self, call: OutgoingCall) -> str:
+        return self.config.via("TCP" if call.reliable else "UDP")
 
     def _hop(self, dialog: Dialog, call: OutgoingCall) -> Address:
         uri = dialog.next_hop()
