@@ -114,6 +114,9 @@ class StreamTransport:
         self._watchdog: asyncio.TimerHandle | None = None
         self._heard = 0.0  # loop time of the peer's last message
         self._flushing = False
+        self._stalled: Any = None  # a send begun in the caller's call that had to wait: the writer ends it
+        self._pumping = False
+        self._failed = False
         self._progress = 0.0  # loop time the writer last completed a message (or began a flush)
         self._silent = False
         self._closer: asyncio.Task[None] | None = None
@@ -225,7 +228,7 @@ class StreamTransport:
                     break
         self._out.append((True, msg))
         self._queued_audio += 1
-        self._wake.set()
+        self._pump()
 
     def _queue_control(self, msg: Message) -> bool:
         if self._closed.is_set():
@@ -234,8 +237,44 @@ class StreamTransport:
             self.dropped_out += 1  # a peer that reads nothing; the send timeout will end it
             return False
         self._out.append((False, msg))
-        self._wake.set()
+        self._pump()
         return True
+
+    def _pump(self) -> None:
+        """Send what is queued now, in the caller's call, when nothing is in flight.
+
+        aiohttp's send of an uncompressed frame writes to the transport and
+        returns without suspending unless the transport is paused (the peer reads
+        slowly): so the coroutine is stepped here, and only one that suspends is
+        handed to the writer task, which finishes it and whatever queued behind it.
+        One task wake per message saved; order and the send deadline unchanged."""
+        if self._flushing or self._pumping or self._writer is None or self._failed:
+            self._wake.set()
+            return
+        ws, out = self.ws, self._out
+        self._pumping = True
+        try:
+            while out:
+                is_audio, msg = out.popleft()
+                if is_audio:
+                    self._queued_audio -= 1
+                coro = ws.send_str(msg) if isinstance(msg, str) else ws.send_bytes(msg)
+                try:
+                    waiting = coro.send(None)
+                except StopIteration:
+                    self.sent += 1
+                    continue
+                except Exception as exc:  # the socket is gone: the call ends (not inside our caller)
+                    self._failed = True
+                    asyncio.get_running_loop().call_soon(self.lost, f"send failed: {type(exc).__name__}")
+                    return
+                self._stalled = _Resume(coro, waiting)
+                self._flushing = True  # the watchdog's send deadline runs from here
+                self._progress = asyncio.get_running_loop().time()
+                self._wake.set()
+                return
+        finally:
+            self._pumping = False
 
     def start_writer(self) -> None:
         loop = asyncio.get_running_loop()
@@ -286,6 +325,11 @@ class StreamTransport:
         self._flushing = True
         self._progress = loop.time()
         try:
+            stalled, self._stalled = self._stalled, None
+            if stalled is not None:  # begun by _pump: it goes first
+                await stalled
+                self.sent += 1
+                self._progress = loop.time()
             while self._out:
                 is_audio, msg = self._out.popleft()
                 if is_audio:
@@ -391,6 +435,34 @@ class StreamTransport:
     async def ended(self, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._closed.wait(), timeout)
+
+
+class _Resume:
+    """Awaiting this goes on with a coroutine that was stepped outside a task and
+    suspended on ``waiting`` (what it yielded): the awaiting task waits on that,
+    then resumes the coroutine, as if the task had run it from the start (as an
+    eager task does). Cancelling the task throws into the coroutine."""
+
+    __slots__ = ("coro", "waiting")
+
+    def __init__(self, coro: Any, waiting: Any) -> None:
+        self.coro, self.waiting = coro, waiting
+
+    def __await__(self) -> Any:
+        coro, waiting = self.coro, self.waiting
+        while True:
+            try:
+                yield waiting
+            except BaseException as exc:
+                try:
+                    waiting = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    waiting = coro.send(None)
+                except StopIteration as stop:
+                    return stop.value
 
 
 def fault(c: Counters, exc: StreamError, name: str, limits: StreamLimits) -> bool:
