@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 TRIM_PERIOD = 30.0  # s between returns of freed heap to the system (see providers/executor.py)
 SHUTDOWN_TIMEOUT = 10.0  # s for in-flight HTTP requests once the sessions are gone
 CLEANUP_TIMEOUT = 30.0  # s for the whole server and runtime teardown
-GC_THRESHOLD = 700  # allocations between young collections (the default)
 
 
 def is_loopback(host: str) -> bool:
@@ -145,13 +144,9 @@ def settle_garbage() -> None:
 
     Everything alive now lives as long as the process, yet each full collection
     would walk it again, and a busy call path allocates enough to trigger one
-    every second or so: frozen, a collection walks only what calls made since.
-    The first generation's threshold is raised too, so the short-lived frames
-    of hundreds of calls are freed by reference counting rather than collected
-    in small batches: fewer collections, the same bound on what a cycle may hold."""
+    every second or so: frozen, a collection walks only what calls made since."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
 
 
 async def _until_stopped(app: web.Application, stop: asyncio.Event) -> int:

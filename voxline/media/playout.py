@@ -259,15 +259,15 @@ class Playout:
         frames at the same times; this one saves the hand-off to the task."""
         if type(frame) is not Audio or self.mode is not PlayoutMode.PUSH or self._carry is not None:
             return None
-        pcm = frame.pcm  # type: ignore[union-attr]
-        if len(pcm) != self.frame_samples or frame.rate != self.rate:  # type: ignore[union-attr]
+        pcm = frame.pcm
+        if len(pcm) != self.frame_samples or frame.rate != self.rate:
             return None
         now = self._clock.now()
         alone = self.last_sent_at is None or now > self.last_sent_at
         due = self.next_due()
         if due is not None and now < due and (not alone or due - now > SLIP * self.frame_time):
             return None  # early: only a lone frame within one slip of its slot goes now
-        self._slot(now, frame.arrival, alone)  # type: ignore[union-attr]
+        self._slot(now, frame.arrival, alone)
         return (self._out(pcm, frame.turn, len(pcm), now),)
 
     def _count(self, turn: int, samples: int, at: float) -> None:

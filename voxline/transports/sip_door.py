@@ -44,6 +44,7 @@ from .sip.address import NameAddr
 from .sip.calls import CallConfirmed, CallEnded, CallState, DtmfReceived, IncomingCall, MediaChanged, SipCall
 from .sip.digest import Credentials
 from .sip.events import Send
+from .sip.ids import transport_of
 from .sip.message import Request, Response
 from .sip.offer_answer import MediaPolicy, Negotiated, NoCodec
 from .sip.refer import TransferUpdate
@@ -452,7 +453,7 @@ class SipDoor:
             raise Conflict("not_active", f"session {session.id} has no answered SIP call")
         try:
             _, out = ua.transfers.start(call, to, core.next_hop(call), asyncio.get_running_loop().time(),
-                                        contact=core.config.contact_for(core.config.transport_of(call.reliable)))
+                                        contact=core.config.contact_for(transport_of(call.reliable)))
         except ValueError as exc:
             raise Conflict("transfer_pending", str(exc)) from exc
         session.events.publish("transfer", state="referring", status=0, reason="", to=str(to))

@@ -167,8 +167,7 @@ class SipNetwork:
         """A TCP connection to ``dest`` for requests we send (kept, like one a peer
         opened, until either end closes it); one already open is reused.
         OSError when it cannot be opened within ``timeout``."""
-        conn = self.connections.get(dest)
-        if conn is not None and conn.transport is not None and not conn.transport.is_closing():
+        if self.connected(dest):
             return
         loop = asyncio.get_running_loop()
         try:
@@ -190,10 +189,9 @@ class SipNetwork:
         """Write ``msg``; False when it cannot go (its TCP connection is gone)."""
         data = bytes(msg)
         if reliable:
-            conn = self.connections.get(dest)
-            if conn is None or conn.transport is None or conn.transport.is_closing():
+            if not self.connected(dest):
                 return False
-            conn.transport.write(data)
+            self.connections[dest].transport.write(data)  # type: ignore[union-attr]
         else:
             if self._udp is None or self._udp.is_closing():
                 return False

@@ -26,6 +26,7 @@ from .calls import SipCall
 from .dialog import DialogId
 from .errors import SipParseError
 from .events import Address, Output, RequestReceived, ResponseReceived, TransactionTimeout, TransportError
+from .ids import transport_of
 from .layer import TransactionLayer
 from .message import Request, make_response
 from .timers import Deadlines
@@ -193,7 +194,7 @@ class Transfers:
         return out
 
     def _new_via(self, call: SipCall) -> str:
-        return self._via("TCP" if call.reliable else "UDP")
+        return self._via(transport_of(call.reliable))
 
     def _count(self, what: str) -> None:
         self.counts[what] = self.counts.get(what, 0) + 1

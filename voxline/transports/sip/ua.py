@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from .calls import CallEvent
 from .events import Address, Output, ResponseReceived, Send
+from .ids import transport_of
 from .message import Request, Response
 from .refer import TransferUpdate, Transfers
 from .register import Registered, Registration, RegistrationFailed
@@ -86,7 +87,7 @@ class UserAgent:
         tx = o.transaction
         assert tx is not None
         try:
-            bye = self.uac.auth.retry(tx.request, o.response, via=self.uac.config.via("TCP" if tx.reliable else "UDP"))
+            bye = self.uac.auth.retry(tx.request, o.response, via=self.uac.config.via(transport_of(tx.reliable)))
         except AuthFailed:
             return []  # the call has ended on our side already
         _, sent = self.layer.request(bye, tx.peer, now, reliable=tx.reliable)

@@ -37,7 +37,7 @@ from .dialog import Dialog, DialogState
 from .digest import Credentials
 from .errors import SipParseError
 from .events import Address, Output, ResponseReceived, Send, TransactionTimeout, TransportError
-from .ids import new_branch, new_call_id, new_tag
+from .ids import contact_value, new_call_id, new_tag, transport_of, via_value
 from .message import Request, Response
 from .offer_answer import MediaPolicy, Negotiated, NoCodec, accept_answer, make_offer
 from .sdp import Connection, Origin, SdpError, SessionDescription, is_ip
@@ -72,15 +72,10 @@ class UacConfig:
         return self.contact_for(self.transport)
 
     def contact_for(self, transport: str) -> str:
-        """Our Contact for a call over ``transport``: TCP is named, so the peer's
-        requests come over TCP too (RFC 3261 §19.1.4)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        param = "" if transport == "UDP" else f";transport={transport.lower()}"
-        return f"<sip:{self.user}@{host}:{self.port}{param}>"
+        return contact_value(self.user, self.host, self.port, transport)
 
     def via(self, transport: str | None = None) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"SIP/2.0/{transport or self.transport} {host}:{self.port};branch={new_branch()};rport"
+        return via_value(self.host, self.port, transport or self.transport)
 
 
 class OutgoingState(enum.Enum):
@@ -168,7 +163,7 @@ class UacCore:
         remote = to or NameAddr(uri)
         origin = Origin("voxline", str(secrets.randbelow(2**31)), 1, Connection.of(rtp[0]))
         offer = make_offer(Connection.of(rtp[0]), rtp[1], cfg.media, origin=origin)
-        transport = "TCP" if reliable else "UDP"
+        transport = transport_of(reliable)
         invite = Request(method="INVITE", uri=uri)
         h = invite.headers
         h.add("Via", cfg.via(transport))
@@ -350,7 +345,7 @@ class UacCore:
         return list(out)
 
     def _via(self, call: OutgoingCall) -> str:
-        return self.config.via("TCP" if call.reliable else "UDP")
+        return self.config.via(transport_of(call.reliable))
 
     def _hop(self, dialog: Dialog, call: OutgoingCall) -> Address:
         uri = dialog.next_hop()

@@ -45,7 +45,7 @@ from .client import ClientInviteTransaction
 from .dialog import Dialog, DialogId, DialogState
 from .errors import SipParseError, SipUsageError
 from .events import Address, Output, RequestReceived, ResponseReceived, Send, TransactionTimeout, TransportError
-from .ids import new_branch, new_tag
+from .ids import contact_value, new_tag, transport_of, via_value
 from .layer import TransactionLayer
 from .message import Request, Response, make_response
 from .offer_answer import MediaPolicy, Negotiated, NoCodec, accept_answer, answer, make_offer
@@ -83,18 +83,7 @@ class UasConfig:
         return self.contact_for(self.transport)
 
     def contact_for(self, transport: str) -> str:
-        """Our Contact on a call over ``transport``: TCP is named, so the peer's
-        requests in the dialog come over TCP too (RFC 3261 §19.1.4)."""
-        tp = "" if transport == "UDP" else f";transport={transport.lower()}"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"<sip:{self.user}@{host}:{self.port}{tp}>"
-
-    def via(self, transport: str) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"SIP/2.0/{transport} {host}:{self.port};branch={new_branch()};rport"
-
-    def transport_of(self, reliable: bool) -> str:
-        return "TCP" if reliable else self.transport
+        return contact_value(self.user, self.host, self.port, transport)
 
 
 CoreOutput = Output | CallEvent
@@ -391,7 +380,7 @@ class UasCore:
 
     def _bye(self, call: SipCall, now: float) -> list[CoreOutput]:
         cfg = self.config
-        bye = call.dialog.new_request("BYE", via=cfg.via(cfg.transport_of(call.reliable)))
+        bye = call.dialog.new_request("BYE", via=via_value(cfg.host, cfg.port, transport_of(call.reliable)))
         _, out = self.layer.request(bye, self._next_hop(call), now, reliable=call.reliable)
         return list(out)
 
@@ -427,7 +416,7 @@ class UasCore:
                   ) -> Response:
         resp = make_response(req, status, to_tag=call.id.local_tag)
         if 100 < status < 300:
-            resp.headers.add("Contact", self.config.contact_for(self.config.transport_of(call.reliable)))
+            resp.headers.add("Contact", self.config.contact_for(transport_of(call.reliable)))
             if req.method == "INVITE" and call.invite is req:
                 for rr in req.headers.get_all("Record-Route"):
                     resp.headers.add("Record-Route", rr)
