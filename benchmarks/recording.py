@@ -87,7 +87,7 @@ def one(args: argparse.Namespace, record: bool) -> dict[str, Any]:
         raise SystemExit(f"run failed:\n{res.stdout}\n{res.stderr}")
     row: dict[str, Any] = orjson.loads(lines[-1])
     print(f"record={record!s:5s} holds={row['holds']!s:5s} p50 {row['p50_us'] / 1000:6.2f} ms  "
-          f"p99 {row['p99_us'] / 1000:6.2f} ms  cpu {row['cpu_pct']:5.1f}%  missing {row['missing']}  "
+          f"p99 {row['p99_us'] / 1000:6.2f} ms  cpu {row['cpu_pct']:5.1f}% (worker {row['cpu_children_pct']:4.1f}%)  missing {row['missing']}  "
           f"rss/call {row['rss_per_call_kb']} kB  dropped {row['recording_dropped']}", flush=True)
     return row
 

@@ -239,7 +239,7 @@ class Runtime:
         if not wanted:
             return None
         path = Path(cfg.data_dir) / RECORDINGS / f"{session.id}.wav"
-        # The records' recorder: one writer thread for every call (records/recording.py says why).
+        # The records' recorder: one worker process writes every call's (records/recording.py says why).
         recording = StereoRecording(path, time.monotonic, rate=rate)
         session.extra["recording"] = recording
         return cast(CallRecording, recording)  # Tap takes any recording with put() and close()

@@ -1,28 +1,43 @@
-"""A call's recording on one writer thread for every call: stereo WAV, the caller
-left, the agent right, placed on the session clock as ``media.recorder`` places
-them (the caller's frames by stream position from where the first arrived, the
-agent's at the time playout sent them: what the caller heard).
+"""A call's recording, written by one process for every call of the service
+(``media.recording_worker``: stereo WAV, the caller left, the agent right, each
+placed on the session clock; its docstring has the format and the placement).
 
-Why not ``media.recorder.CallRecording`` (a thread and a ``queue.Queue`` per
-call): measured with ``benchmarks/recording.py`` (W2, 20 calls, webrtcvad),
-its per-frame hand-over (a lock, and a wake of the call's thread, twice per
-20 ms per call) doubled the process's CPU (19% -> 41%). Here ``put`` appends to
-a bounded deque (no lock, no wake), and one shared thread drains every
-recording each ``TICK`` and writes in whole chunks. Crash safety is unchanged:
-at most ``HOLD`` held for late frames, the header rewritten every ``SYNC`` of
-audio, plus at most one ``TICK`` not yet drained (0.3 + 0.4 + 0.25 s: under one
-second). The frames' times are worked out on the thread, and each side's
-back-to-back frames are placed (and resampled) as one run per pass: per frame,
-Python's overhead would be most of the cost.
+The media path's side costs one list append per frame: ``put`` adds the frame
+to its side's run (a lock that is never contended on the loop, no wake, no
+hand-over of the GIL). Every ``TICK`` a small thread that otherwise sleeps puts
+each run on one buffer shared by every recording (a header and the PCM: one
+record a side a tick, not one a frame), and the buffer goes to the worker's
+stdin in whole writes. The pipe is non-blocking:
+a worker that falls behind fills the buffer up to ``max_pending`` bytes, and
+then frames are dropped and counted (``dropped``), never waited for.
 
-Same interface (``put``, ``close``, ``clock``, ``dropped``, ``written``,
-``error``), so the media path's ``Tap`` and ``CallPort.pull`` take either.
+Measured with ``benchmarks/recording.py`` (W2, 100 calls, webrtcvad): on a
+writer thread, the GIL's hand-overs between it and the event loop (a write,
+a header rewrite, a yield between calls) cost the loop more than the writing
+did; in a process of its own the writing costs about what it is.
+
+Crash safety: the worker keeps each file whole on disk (the header rewritten
+every ``SYNC`` of audio); a service killed with ``kill -9`` closes the pipe,
+and the worker writes what it was sent and closes every file. What is lost is
+what the service had not yet handed over: at most one ``TICK``. A worker that
+dies ends the recordings it held (``error``), each file whole up to its last
+header; the next recording starts a new worker.
+
+Same interface as ``media.recorder.CallRecording`` (``put``, ``close``,
+``clock``, ``dropped``, ``written``, ``error``), so the media path's ``Tap`` and
+``CallPort.pull`` take either.
 """
 
 from __future__ import annotations
 
-import collections
+import atexit
+import fcntl
+import itertools
 import logging
+import os
+import select
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -30,52 +45,170 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soundfile as sf
-import soxr
 
+import voxline
 from voxline.media.frames import Audio
-from voxline.media.recorder import CALLER, HOLD, QUEUE_FRAMES, RATE, SNAP
+from voxline.media.recorder import AGENT, CALLER, RATE, SNAP
+from voxline.media.recording_worker import CLOSE, FRAME, HEADER, OPEN
 
-__all__ = ["StereoRecording", "RecordingWriter", "shared_writer", "TICK"]
+__all__ = ["StereoRecording", "RecordingWriter", "shared_writer", "TICK", "WriterGone"]
 
 log = logging.getLogger(__name__)
 
-TICK = 0.25  # s between the writer's passes over the recordings
-SYNC = 0.4  # s of audio between header rewrites: HOLD + SYNC + TICK < 1 s lost to a crash
-_SFC_UPDATE_HEADER_NOW = 0x1060  # libsndfile sf_command: rewrite the header for the frames written
+MAX_PENDING = 16 << 20  # bytes held for a worker that falls behind (~5 s of 300 calls at 8 kHz)
+TICK = 0.25  # s between hand-overs to the worker: what a kill -9 of the service loses at most
+RUN_MAX = 1.0  # s of one side gathered into one record at most
+PIPE_SIZE = 1 << 20  # the pipe's capacity asked of the kernel (Linux's default limit)
+_F_SETPIPE_SZ = 1031
+_PACK, _SIZE = HEADER.pack, HEADER.size
+_I16 = np.dtype(np.int16)
+_SRC = str(Path(voxline.__file__).resolve().parent.parent)
+
+
+class WriterGone(RuntimeError):
+    """The recording worker exited."""
 
 
 class RecordingWriter:
-    """The thread that writes every recording of the process."""
+    """The service's side of the recording worker: its buffer, its pipe, its reports."""
 
-    def __init__(self, tick: float = TICK) -> None:
+    def __init__(self, tick: float = TICK, max_pending: int = MAX_PENDING) -> None:
         self.tick = tick
-        self._recordings: set[StereoRecording] = set()
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.max_pending = max_pending
+        self.lock = threading.Lock()  # the buffer's: held for appends only, never across a write
+        self._send_lock = threading.Lock()
+        self.buf = bytearray()
+        self._ids = itertools.count(1)
+        self._recordings: dict[int, StereoRecording] = {}
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._fd = -1
+        self._stopping = False
 
-    def add(self, rec: StereoRecording) -> None:
-        with self._lock:
-            self._recordings.add(rec)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="recordings", daemon=True)
-                self._thread.start()
+    @property
+    def pid(self) -> int | None:
+        """The worker's process id (its CPU is the recordings' cost)."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
 
-    def wake(self) -> None:
-        self._wake.set()
+    def add(self, rec: StereoRecording) -> int:
+        with self.lock:
+            if self._proc is None or self._proc.poll() is not None:
+                self._start()
+            rid = next(self._ids)
+            self._recordings[rid] = rec
+            path = str(rec.path).encode()
+            self.buf += _PACK(OPEN, rid, 0, rec.rate, 0, 0.0, len(path))
+            self.buf += path  # sent at the next tick, before the recording's first frames
+        return rid
 
-    def _run(self) -> None:
-        while True:
-            self._wake.wait(self.tick)
-            self._wake.clear()
-            with self._lock:
-                recs = list(self._recordings)
-            for rec in recs:
-                if rec._drain():
-                    with self._lock:
-                        self._recordings.discard(rec)
-                time.sleep(0)  # hand the GIL back between calls: the event loop's frames are due every 20 ms
+    def _start(self) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = _SRC + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        proc = subprocess.Popen([sys.executable, "-m", "voxline.media.recording_worker"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, env=env, close_fds=True)
+        assert proc.stdin is not None and proc.stdout is not None
+        fd = proc.stdin.fileno()
+        try:
+            fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:  # a lower limit (fs.pipe-max-size): the buffer holds the rest
+            pass
+        os.set_blocking(fd, False)
+        self._proc, self._fd = proc, fd
+        self.buf.clear()
+        threading.Thread(target=self._read, args=(proc,), name="recordings-reports", daemon=True).start()
+        threading.Thread(target=self._pump, args=(proc,), name="recordings-pipe", daemon=True).start()
+        log.info("recording worker started (pid %d)", proc.pid)
+
+    def _send(self) -> bool:
+        """Write what is buffered, as much as the pipe takes now (never blocks);
+        True if some is left for when it drains. The buffer is swapped out under
+        the lock and written outside it, so a ``put`` never waits on the pipe."""
+        with self._send_lock:  # one sender at a time: the records stay in order
+            with self.lock:
+                data, self.buf = self.buf, bytearray()
+                fd = self._fd
+            if not data or fd < 0:
+                return False
+            try:
+                n = os.write(fd, data)
+            except BlockingIOError:
+                n = 0
+            except OSError:  # the worker is gone: its reader ends its recordings
+                return False
+            if n < len(data):
+                with self.lock:
+                    self.buf[:0] = memoryview(data)[n:]  # before anything put since
+                return True
+            return False
+
+    def _pump(self, proc: subprocess.Popen[bytes]) -> None:
+        """Every tick, each recording's runs onto the buffer and the buffer out;
+        while the pipe is full, as soon as it drains."""
+        fd, full = self._fd, False
+        while proc.poll() is None and not self._stopping:
+            select.select([], [fd] if full else [], [], self.tick)
+            with self.lock:
+                if self._proc is not proc:
+                    return
+                for rec in self._recordings.values():
+                    rec._emit_all()
+            full = self._send()
+
+    def _read(self, proc: subprocess.Popen[bytes]) -> None:
+        """The worker's reports: bytes written, errors, closes."""
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            parts = line.decode(errors="replace").rstrip("\n").split(" ", 3)
+            try:
+                rec = self._recordings.get(int(parts[1]))
+            except (IndexError, ValueError):
+                continue
+            if rec is None:
+                continue
+            if parts[0] == "w":
+                rec.written = int(parts[2])
+            elif parts[0] == "e":
+                rec.error = " ".join(parts[2:])
+                log.error("recording %s failed: %s", rec.path, rec.error)
+            elif parts[0] == "c":
+                rec.written = int(parts[2])
+                if parts[3] != "-":
+                    rec.error = parts[3]
+                with self.lock:
+                    self._recordings.pop(int(parts[1]), None)
+                rec._closed.set()
+        proc.wait()
+        with self.lock:
+            if self._proc is proc:
+                self._proc, self._fd = None, -1
+                self.buf.clear()
+            gone, self._recordings = self._recordings, {}
+        for rec in gone.values():
+            if rec.error is None:
+                rec.error = f"recording worker exited ({proc.returncode})"
+            rec._closed.set()
+        if gone:
+            log.error("recording worker exited (%s) with %d recordings open", proc.returncode, len(gone))
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Send what is held, end the worker's input, wait for it to close the files."""
+        with self.lock:
+            proc, fd, self._stopping = self._proc, self._fd, True
+            for rec in self._recordings.values():
+                rec._emit_all()
+        if proc is None:
+            return
+        deadline = time.monotonic() + timeout
+        try:
+            while self._send() and time.monotonic() < deadline:
+                select.select([], [fd], [], 0.05)
+            if proc.stdin is not None:
+                proc.stdin.close()
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.warning("recording worker did not end cleanly: %s", exc)
+            proc.kill()
+        finally:
+            self._stopping = False
 
 
 _shared: RecordingWriter | None = None
@@ -85,175 +218,91 @@ def shared_writer() -> RecordingWriter:
     global _shared
     if _shared is None:
         _shared = RecordingWriter()
+        atexit.register(_shared.shutdown)
     return _shared
 
 
 class StereoRecording:
     """``rate``: the recording's (the runtime gives a narrowband call's wire rate,
-    so neither side is resampled; anything else is resampled to it as it is placed)."""
+    so neither side is resampled; anything else is resampled to it as it is placed).
+
+    Each side's back-to-back frames are handed over as one run (the caller's by
+    stream position, the agent's by arrival, as the worker would place them):
+    one record a side a tick, not one a frame."""
 
     def __init__(self, path: str | Path, clock: Callable[[], float], writer: RecordingWriter | None = None,
                  rate: int = RATE) -> None:
         self.path = Path(path)
         self.rate = rate
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.clock = clock  # the session's (the pipeline's, once it exists)
-        self._t0: float | None = None
-        self._caller_origin: float | None = None
-        self._items: collections.deque[tuple[int, Audio]] = collections.deque()
-        self._file = sf.SoundFile(self.path, "w", samplerate=rate, channels=2, subtype="PCM_16", format="WAV")
-        self._sync_header()
         self.dropped = 0
-        self.written = 0  # frames (sample pairs) on disk
+        self.written = 0  # sample pairs on disk, as the worker last reported
         self.error: str | None = None
         self._closing = False
         self._closed = threading.Event()
-        # The writer thread's state.
-        self._base = 0  # sample index of _buf[0] on the recording's timeline
-        self._buf = np.zeros((rate, 2), np.int16)  # grows by at least a second (amortised)
-        self._len = 0  # samples of _buf in use
-        self._ends = [0, 0]  # where each side's last frame ended
-        self._resamplers: dict[tuple[int, int], Any] = {}
-        self._since_sync = 0
+        # Per side, the run being gathered: [rate, pts, arrival, next (pts or time), pcms, samples].
+        self._runs: list[list[Any] | None] = [None, None]
         self._writer = writer or shared_writer()
-        self._writer.add(self)
-
-    # -- the media path's side (the event loop) ------------------------------------------
+        self._id = self._writer.add(self)
 
     def put(self, side: int, frame: Audio) -> None:
-        """Hand a frame over: never blocks, never waits for the thread."""
-        if self._closing or len(self._items) >= 2 * QUEUE_FRAMES:
+        """Hand a frame over: never blocks, never waits for the worker."""
+        if self._closing:
             self.dropped += 1
             return
-        if not frame.arrival:  # its time is when it passed, on the session's clock
-            frame = Audio(frame.pcm, frame.rate, frame.pts, self.clock(), frame.turn)
-        self._items.append((side, frame))  # deque.append: atomic, no lock
+        pcm = frame.pcm
+        if pcm.dtype != _I16:
+            pcm = pcm.astype(np.int16)
+        n, rate, pts = len(pcm), frame.rate, frame.pts
+        arrival = frame.arrival or self.clock()
+        with self._writer.lock:
+            run = self._runs[side]
+            if run is not None and run[0] == rate and run[5] < rate * RUN_MAX:
+                if side == CALLER and pts == run[3]:
+                    run[3] = pts + n
+                    run[4].append(pcm)
+                    run[5] += n
+                    return
+                if side != CALLER and abs(arrival - run[3]) <= SNAP:
+                    run[3] += n / rate
+                    run[4].append(pcm)
+                    run[5] += n
+                    return
+            if run is not None:
+                self._emit(side)
+            self._runs[side] = [rate, pts, arrival, pts + n if side == CALLER else arrival + n / rate, [pcm], n]
 
-    def _start(self, side: int, frame: Audio) -> float:
-        """Where ``frame`` goes on the recording's timeline, in seconds (as media.recorder places it)."""
-        if self._t0 is None:
-            self._t0 = frame.arrival
-        arrived = frame.arrival - self._t0
-        if side != CALLER:
-            return arrived
-        position = frame.pts / frame.rate
-        if self._caller_origin is None:
-            self._caller_origin = arrived - position
-        return self._caller_origin + position
+    def _emit(self, side: int) -> None:
+        """The side's run onto the writer's buffer (the lock is held); dropped whole past its bound."""
+        run = self._runs[side]
+        if run is None:
+            return
+        self._runs[side] = None
+        w = self._writer
+        rate, pts, arrival, _, pcms, n = run
+        if len(w.buf) + _SIZE + 2 * n > w.max_pending:
+            self.dropped += len(pcms)
+            return
+        buf = w.buf
+        buf += _PACK(FRAME, self._id, side, rate, pts, arrival, 2 * n)
+        for pcm in pcms:
+            try:
+                buf += pcm.data
+            except TypeError:  # not contiguous
+                buf += pcm.tobytes()
+
+    def _emit_all(self) -> None:
+        self._emit(CALLER)
+        self._emit(AGENT)
 
     def close(self, timeout: float = 5.0) -> None:
         """Write what is held and close the file (blocks: call from a thread at the end)."""
-        self._closing = True
-        self._writer.wake()
+        if not self._closing:
+            self._closing = True
+            w = self._writer
+            with w.lock:
+                self._emit_all()
+                w.buf += _PACK(CLOSE, self._id, 0, 0, 0, 0.0, 0)
+            w._send()  # the pump sends the rest if the pipe is full
         if not self._closed.wait(timeout):
             log.warning("recording %s not closed within %.1f s", self.path, timeout)
-
-    # -- the writer thread ---------------------------------------------------------------
-
-    def _drain(self) -> bool:
-        """Place and write what has come; True once closed (the writer forgets it)."""
-        closing = self._closing  # read before draining: a frame put after it is dropped anyway
-        try:
-            if self.error is None:
-                self._place_runs()
-                if closing:
-                    for side, rate in list(self._resamplers):
-                        self._flush_resampler(side, rate)
-                self._write_ready(0 if closing else int(HOLD * self.rate))
-        except Exception as exc:  # a full disk ends the recording, never the call
-            self.error = f"{type(exc).__name__}: {exc}"
-            log.error("recording %s failed: %s", self.path, self.error)
-            self._items.clear()
-        if not closing:
-            return False
-        self._resamplers.clear()
-        try:
-            self._file.close()
-        except Exception:
-            log.exception("closing recording %s failed", self.path)
-        self._closed.set()
-        return True
-
-    def _place_runs(self) -> None:
-        """Place what has come, each side's back-to-back frames as one run (one
-        resampling, one copy: per frame, Python's overhead would be most of the cost)."""
-        runs: dict[int, tuple[float, list[Any], int, float]] = {}  # side -> (start, pcms, rate, end)
-        items = self._items
-        while items:
-            side, frame = items.popleft()
-            at, pcm, rate = self._start(side, frame), frame.pcm, frame.rate
-            run = runs.get(side)
-            if run is not None and run[2] == rate and abs(at - run[3]) <= SNAP:
-                run[1].append(pcm)
-                runs[side] = (run[0], run[1], rate, run[3] + len(pcm) / rate)
-                continue
-            if run is not None:
-                self._place(side, run[0], _joined(run[1]), run[2])
-            runs[side] = (at, [pcm], rate, at + len(pcm) / rate)
-        for side, (at, pcms, rate, _) in runs.items():
-            self._place(side, at, _joined(pcms), rate)
-
-    def _flush_resampler(self, side: int, rate: int) -> None:
-        """A side's audio stopped (a gap, or the end): what its resampler still
-        holds goes where that audio ended, not in front of the next."""
-        rs = self._resamplers.pop((side, rate), None)
-        if rs is not None:
-            tail = rs.resample_chunk(np.zeros(0, np.int16), last=True)
-            if len(tail):
-                self._put_pcm(side, self._ends[side], tail)
-
-    def _place(self, side: int, at: float, pcm: Any, rate: int) -> None:
-        own = self.rate
-        if rate != own:
-            if (side, rate) in self._resamplers and int(round(at * own)) - self._ends[side] > SNAP * own:
-                self._flush_resampler(side, rate)
-            rs = self._resamplers.get((side, rate))
-            if rs is None:
-                rs = self._resamplers[(side, rate)] = soxr.ResampleStream(rate, own, 1, dtype="int16")
-            pcm = rs.resample_chunk(np.asarray(pcm, np.int16))
-        start = int(round(at * own))
-        if abs(start - self._ends[side]) <= SNAP * own:
-            start = self._ends[side]
-        self._put_pcm(side, start, pcm)
-
-    def _put_pcm(self, side: int, start: int, pcm: Any) -> None:
-        base = self._base
-        start = max(start, base)  # older than what is on disk: clipped
-        end = start + len(pcm)
-        if end <= base:
-            return
-        need = end - base
-        if need > len(self._buf):
-            grown = np.zeros((max(need, len(self._buf) + self.rate), 2), np.int16)
-            grown[: self._len] = self._buf[: self._len]
-            self._buf = grown
-        self._buf[start - base : end - base, side] = pcm[len(pcm) - (end - start) :]
-        self._len = max(self._len, need)
-        self._ends[side] = end
-
-    def _write_ready(self, hold: int) -> None:
-        ready = self._len - hold
-        if ready <= 0:
-            return
-        self._file.write(self._buf[:ready])
-        self.written += ready
-        self._since_sync += ready
-        self._base += ready
-        rest = self._len - ready
-        self._buf[:rest] = self._buf[ready : self._len]
-        self._buf[rest : self._len] = 0
-        self._len = rest
-        if self._since_sync >= SYNC * self.rate:
-            self._sync_header()
-            self._since_sync = 0
-
-    def _sync_header(self) -> None:
-        # libsndfile writes through to the kernel at once (no buffer of its own), so
-        # after this the file on disk is whole for a process that dies (kill -9).
-        # SoundFile.flush() would fsync (power loss): a disk wait per call several
-        # times a second, which is not what a recording needs to survive a crash.
-        sf._snd.sf_command(self._file._file, _SFC_UPDATE_HEADER_NOW, sf._ffi.NULL, 0)
-
-
-def _joined(pcms: list[Any]) -> Any:
-    return pcms[0] if len(pcms) == 1 else np.concatenate(pcms)
