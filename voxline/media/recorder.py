@@ -27,7 +27,7 @@ import soxr
 
 from .frames import Audio, Frame
 
-__all__ = ["CallRecording", "Tap", "RATE", "CALLER", "AGENT"]
+__all__ = ["CallRecording", "Tap", "RATE", "CALLER", "AGENT", "HOLD", "SNAP", "sync_header"]
 
 log = logging.getLogger(__name__)
 
@@ -140,11 +140,16 @@ class CallRecording:
                 log.exception("closing recording %s failed", self.path)
 
     def _sync_header(self) -> None:
-        # libsndfile writes through to the kernel at once (no buffer of its own), so
-        # after this the file on disk is whole for a process that dies (kill -9).
-        # SoundFile.flush() would fsync (power loss): a disk wait per call several
-        # times a second, which is not what a recording needs to survive a crash.
-        sf._snd.sf_command(self._file._file, _SFC_UPDATE_HEADER_NOW, sf._ffi.NULL, 0)
+        sync_header(self._file)
+
+
+def sync_header(file: sf.SoundFile) -> None:
+    """Rewrite ``file``'s header for the frames written so far. libsndfile writes
+    through to the kernel at once (no buffer of its own), so after this the file
+    on disk is whole for a process that dies (kill -9). SoundFile.flush() would
+    fsync (power loss): a disk wait per call several times a second, which is not
+    what a recording needs to survive a crash."""
+    sf._snd.sf_command(file._file, _SFC_UPDATE_HEADER_NOW, sf._ffi.NULL, 0)
 
 
 class Tap:

@@ -46,17 +46,15 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-__all__ = ["HEADER", "OPEN", "FRAME", "CLOSE", "PASS", "SYNC", "HOLD", "main"]
+from voxline.media.recorder import CALLER, HOLD, SNAP, sync_header
+
+__all__ = ["HEADER", "OPEN", "FRAME", "CLOSE", "PASS", "SYNC", "Worker", "main"]
 
 HEADER = struct.Struct("=BIBIqdI")
 OPEN, FRAME, CLOSE = 1, 2, 3
-CALLER = 0
 PASS = 0.5  # s between passes (the header is rewritten at each: SYNC < PASS)
-HOLD = 0.3  # s of audio held back so a side's late frame still lands in place
 SYNC = 0.4  # s of audio between header rewrites: a worker killed loses under HOLD + PASS + SYNC
-SNAP = 0.005  # s: a frame this close to where its side's last one ended continues it
 READ = 1 << 20
-_SFC_UPDATE_HEADER_NOW = 0x1060  # libsndfile sf_command: rewrite the header for the frames written
 
 # (side, rate, pts, arrival, pcm)
 Item = tuple[int, int, int, float, Any]
@@ -71,7 +69,8 @@ class Track:
         self.items: collections.deque[Item] = collections.deque()
         self.closing = False
         self.written = 0  # sample pairs on disk
-        self.reported = -1
+        self.reported = -1  # the last ``written`` reported
+        self.error_reported = False
         self._t0: float | None = None
         self._caller_origin: float | None = None
         self._base = 0  # sample index of _buf[0] on the recording's timeline
@@ -195,10 +194,7 @@ class Track:
             self._since_sync = 0
 
     def _sync_header(self) -> None:
-        # libsndfile writes through to the kernel at once (no buffer of its own), so
-        # after this the file on disk is whole for a process that dies. SoundFile.flush()
-        # would fsync (power loss): a disk wait several times a second per call.
-        sf._snd.sf_command(self._file._file, _SFC_UPDATE_HEADER_NOW, sf._ffi.NULL, 0)
+        sync_header(self._file)
 
 
 def _joined(pcms: list[Any]) -> Any:
@@ -212,7 +208,7 @@ class Worker:
     def __init__(self) -> None:
         self.tracks: dict[int, Track] = {}
         self._pending = bytearray()
-        self._closed: list[int] = []  # closing: stepped and closed at the next pass
+        self.closing = False  # a CLOSE came: the next pass is due at once
         self.bad = 0
 
     def feed(self, data: bytes) -> None:
@@ -238,8 +234,7 @@ class Worker:
             elif kind == CLOSE:
                 track = tracks.get(rid)
                 if track is not None and not track.closing:
-                    track.closing = True
-                    self._closed.append(rid)
+                    track.closing = self.closing = True
             else:
                 self.bad += 1
         del buf[:at]
@@ -253,18 +248,14 @@ class Worker:
                 track.close()
                 del self.tracks[rid]
                 lines.append(f"c {rid} {track.written} {track.error or '-'}")
-            elif track.error is not None and track.reported != -2:
-                track.reported = -2
+            elif track.error is not None and not track.error_reported:
+                track.error_reported = True
                 lines.append(f"e {rid} {track.error}")
             elif track.written != track.reported and track.error is None:
                 track.reported = track.written
                 lines.append(f"w {rid} {track.written}")
-        self._closed.clear()
+        self.closing = False
         return ("\n".join(lines) + "\n").encode() if lines else b""
-
-    @property
-    def closing(self) -> bool:
-        return bool(self._closed)
 
     def finish(self) -> bytes:
         """stdin ended: everything sent is written, every file closed."""

@@ -51,7 +51,7 @@ from voxline.media.frames import Audio
 from voxline.media.recorder import AGENT, CALLER, RATE, SNAP
 from voxline.media.recording_worker import CLOSE, FRAME, HEADER, OPEN
 
-__all__ = ["StereoRecording", "RecordingWriter", "shared_writer", "TICK", "WriterGone"]
+__all__ = ["StereoRecording", "RecordingWriter", "shared_writer", "TICK"]
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +63,6 @@ _F_SETPIPE_SZ = 1031
 _PACK, _SIZE = HEADER.pack, HEADER.size
 _I16 = np.dtype(np.int16)
 _SRC = str(Path(voxline.__file__).resolve().parent.parent)
-
-
-class WriterGone(RuntimeError):
-    """The recording worker exited."""
 
 
 class RecordingWriter:
@@ -222,6 +218,18 @@ def shared_writer() -> RecordingWriter:
     return _shared
 
 
+class _Run:
+    """One side's back-to-back frames: where the first goes, and where the next must start."""
+
+    __slots__ = ("rate", "pts", "arrival", "next", "pcms", "samples")
+
+    def __init__(self, rate: int, pts: int, arrival: float, next_at: float, pcm: Any) -> None:
+        self.rate, self.pts, self.arrival = rate, pts, arrival
+        self.next = next_at  # the caller's: a stream position; the agent's: a time
+        self.pcms = [pcm]
+        self.samples = len(pcm)
+
+
 class StereoRecording:
     """``rate``: the recording's (the runtime gives a narrowband call's wire rate,
     so neither side is resampled; anything else is resampled to it as it is placed).
@@ -240,8 +248,7 @@ class StereoRecording:
         self.error: str | None = None
         self._closing = False
         self._closed = threading.Event()
-        # Per side, the run being gathered: [rate, pts, arrival, next (pts or time), pcms, samples].
-        self._runs: list[list[Any] | None] = [None, None]
+        self._runs: list[_Run | None] = [None, None]  # per side, the run being gathered
         self._writer = writer or shared_writer()
         self._id = self._writer.add(self)
 
@@ -257,20 +264,15 @@ class StereoRecording:
         arrival = frame.arrival or self.clock()
         with self._writer.lock:
             run = self._runs[side]
-            if run is not None and run[0] == rate and run[5] < rate * RUN_MAX:
-                if side == CALLER and pts == run[3]:
-                    run[3] = pts + n
-                    run[4].append(pcm)
-                    run[5] += n
-                    return
-                if side != CALLER and abs(arrival - run[3]) <= SNAP:
-                    run[3] += n / rate
-                    run[4].append(pcm)
-                    run[5] += n
-                    return
+            if run is not None and run.rate == rate and run.samples < rate * RUN_MAX and \
+                    (pts == run.next if side == CALLER else abs(arrival - run.next) <= SNAP):
+                run.next += n if side == CALLER else n / rate
+                run.pcms.append(pcm)
+                run.samples += n
+                return
             if run is not None:
                 self._emit(side)
-            self._runs[side] = [rate, pts, arrival, pts + n if side == CALLER else arrival + n / rate, [pcm], n]
+            self._runs[side] = _Run(rate, pts, arrival, pts + n if side == CALLER else arrival + n / rate, pcm)
 
     def _emit(self, side: int) -> None:
         """The side's run onto the writer's buffer (the lock is held); dropped whole past its bound."""
@@ -279,13 +281,12 @@ class StereoRecording:
             return
         self._runs[side] = None
         w = self._writer
-        rate, pts, arrival, _, pcms, n = run
-        if len(w.buf) + _SIZE + 2 * n > w.max_pending:
-            self.dropped += len(pcms)
+        if len(w.buf) + _SIZE + 2 * run.samples > w.max_pending:
+            self.dropped += len(run.pcms)
             return
         buf = w.buf
-        buf += _PACK(FRAME, self._id, side, rate, pts, arrival, 2 * n)
-        for pcm in pcms:
+        buf += _PACK(FRAME, self._id, side, run.rate, run.pts, run.arrival, 2 * run.samples)
+        for pcm in run.pcms:
             try:
                 buf += pcm.data
             except TypeError:  # not contiguous
