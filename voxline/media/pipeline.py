@@ -35,14 +35,14 @@ from .clock import Clock, LoopClock
 from .feedback import Feedback
 from .frames import EndOfStream, Frame, Interrupt
 from .link import Link, LinkClosed, LinkFull, LinkTimeout, Overflow
-from .stage import SAMPLE_MASK, Emit, StageContext, StageError, StageStats, Transform, Worker
+from .fuse import Chain, compile_chain
+from .stage import Emit, StageContext, StageError, StageStats, Transform, Worker
 
 __all__ = ["Pipeline", "PipelineState", "Sink"]
 
 log = logging.getLogger(__name__)
 
 Sink = Callable[[Frame], None]
-Chain = Callable[[Frame], list[Frame]]
 _ns = time.perf_counter_ns
 
 DEFAULT_STOP_TIMEOUT = 2.0
@@ -59,56 +59,6 @@ def _is_worker(stage: object) -> bool:
     return inspect.iscoroutinefunction(getattr(stage, "process", None))
 
 
-def _compile(transforms: Sequence[tuple[Transform, StageStats]]) -> Chain:
-    """Fuse transforms into one function ``frame -> [frames out]``.
-
-    Each step is a closure calling the next directly, so a pass-through stage costs
-    one Python call and two clock reads; the tail appends to the caller's list.
-    """
-
-    def tail(frame: Frame, out: list[Frame]) -> None:
-        out.append(frame)
-
-    step: Callable[[Frame, list[Frame]], None] = tail
-    for transform, stats in reversed(transforms):
-        step = _make_step(transform, stats, step)
-    first = step
-
-    def run(frame: Frame) -> list[Frame]:
-        out: list[Frame] = []
-        first(frame, out)
-        return out
-
-    return run
-
-
-def _make_step(
-    transform: Transform,
-    stats: StageStats,
-    nxt: Callable[[Frame, list[Frame]], None],
-) -> Callable[[Frame, list[Frame]], None]:
-    proc = transform.process
-    name = transform.name
-    record = stats.record
-
-    def step(frame: Frame, out: list[Frame]) -> None:
-        n = stats.count = stats.count + 1
-        try:
-            if n & SAMPLE_MASK != 1:
-                produced = proc(frame)
-            else:
-                t0 = _ns()
-                produced = proc(frame)
-                record(_ns() - t0)
-        except Exception as exc:
-            stats.errors += 1
-            raise StageError(name, exc) from exc
-        for f in produced:
-            nxt(f, out)
-
-    return step
-
-
 class _Segment:
     """One worker (or the head, with none) and the transforms fused after it."""
 
@@ -120,7 +70,7 @@ class _Segment:
         self.link = link
         self.stats = stats
         self.transforms: list[tuple[Transform, StageStats]] = []
-        self.chain: Chain = _compile([])
+        self.chain: Chain = compile_chain([])
         self.next: _Segment | None = None
         self.task: asyncio.Task[None] | None = None
         self.busy = False
@@ -194,7 +144,7 @@ class Pipeline:
                 current.transforms.append((stage, stats))  # type: ignore[arg-type]
             self._stats.append(stats)
         for seg in self._segments:
-            seg.chain = _compile(seg.transforms)
+            seg.chain = compile_chain(seg.transforms)
         last = self._segments[-1]
         if last.worker is not None:
             last.offer = getattr(last.worker, "offer", None)
